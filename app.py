@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""CDK entry point: validate the stage's configuration once, then build its one stack."""
+
+import sys
+
+import aws_cdk as cdk
+
+from stacks import config as stage_config
+from stacks.pipeline_stack import EtlPipelineStack
+
+
+def main() -> None:
+    app = cdk.App()
+    context = app.node.get_all_context()
+    if "defaults" not in context:  # `python app.py` run directly: the CLI did not feed cdk.json
+        context = {**stage_config.read_cdk_json_context(), **context}
+    try:
+        config = stage_config.load(context)
+    except stage_config.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    EtlPipelineStack(app, config=config)
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The job: its image, Fargate task definition, roles, log group and Google key secret."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy, SecretValue, Stack
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from etl_job import contract
+from stacks import limits
+from stacks.config import StageConfig
+
+ETL_JOB_DIR = Path(__file__).resolve().parent.parent / "etl_job"
+
+# Never change this value: CloudFormation would write it over the real key on the next deploy.
+SECRET_PLACEHOLDER = json.dumps(
+    {"placeholder": "Put the Google service-account key here: see README, 'Put the Google key in'."}
+)
+
+_PLATFORMS = {
+    "x86_64": (ecs.CpuArchitecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
+    "arm64": (ecs.CpuArchitecture.ARM64, ecr_assets.Platform.LINUX_ARM64),
+}
+
+
+def job_environment(config: StageConfig) -> dict[str, str]:
+    """The container's plain environment: exactly the contract's STACK_SET, never a secret."""
+    return {
+        contract.SOURCE_TABLE: config.source_table,
+        contract.DESTINATION_TABLE: config.destination_table,
+        contract.KEY_COLUMN: config.key_column,
+        contract.BATCH_SIZE: str(config.batch_size),
+        contract.CONCURRENCY: str(config.concurrency),
+        contract.LOG_LEVEL: config.log_level,
+        contract.LOG_FORMAT: "json",
+        contract.STAGE: config.stage,
+        contract.TIMEOUT_MINUTES: str(config.timeout_minutes),
+    }
+
+
+class EtlJob(Construct):
+    """One Fargate task definition running ``python -m etl_job`` from an image built from etl_job/."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig) -> None:
+        super().__init__(scope, construct_id)
+        cpu_architecture, platform = _PLATFORMS[config.architecture]
+
+        self.secret = self._google_secret(config.google_credentials_secret)
+        self.log_group = self._log_group(config)
+
+        self.task_definition = ecs.FargateTaskDefinition(
+            self,
+            "TaskDefinition",
+            family=f"{limits.PROJECT}-{config.stage}",
+            cpu=config.cpu,
+            memory_limit_mib=config.memory_mib,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=cpu_architecture,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        self.task_definition.add_volume(name="scratch")  # task-local storage, gone when the task ends
+        self.container = self.task_definition.add_container(
+            limits.CONTAINER_NAME,
+            image=ecs.ContainerImage.from_asset(str(ETL_JOB_DIR), platform=platform),
+            essential=True,
+            user=limits.CONTAINER_USER,
+            readonly_root_filesystem=True,
+            stop_timeout=Duration.seconds(limits.STOP_TIMEOUT_SECONDS),
+            environment=job_environment(config),
+            secrets={contract.GOOGLE_CREDENTIALS_JSON: ecs.Secret.from_secrets_manager(self.secret)},
+            logging=ecs.LogDriver.aws_logs(stream_prefix=limits.PROJECT, log_group=self.log_group),
+        )
+        self.container.add_mount_points(
+            ecs.MountPoint(source_volume="scratch", container_path=limits.SCRATCH_PATH, read_only=False)
+        )
+
+    @property
+    def task_role(self) -> iam.IRole:
+        return self.task_definition.task_role
+
+    @property
+    def execution_role(self) -> iam.IRole:
+        return self.task_definition.obtain_execution_role()
+
+    def _google_secret(self, existing: str | None) -> secretsmanager.ISecret:
+        if existing is None:
+            return secretsmanager.Secret(
+                self,
+                "GoogleCredentials",
+                description="Google service-account key (JSON) the ETL job uses for BigQuery",
+                secret_string_value=SecretValue.unsafe_plain_text(SECRET_PLACEHOLDER),
+                # A destroy must never lose the key: the secret outlives the stack.
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+        if not existing.startswith("arn:"):
+            return secretsmanager.Secret.from_secret_name_v2(self, "GoogleCredentials", existing)
+        # A complete ARN ends in '-' and six random characters; a partial one does not.
+        if len(existing) > 7 and existing[-7] == "-":
+            return secretsmanager.Secret.from_secret_complete_arn(self, "GoogleCredentials", existing)
+        return secretsmanager.Secret.from_secret_partial_arn(self, "GoogleCredentials", existing)
+
+    def _log_group(self, config: StageConfig) -> logs.LogGroup:
+        key = None
+        if config.log_kms_key:
+            key = kms.Key(
+                self,
+                "LogsKey",
+                description=f"Encrypts the {limits.PROJECT} {config.stage} job logs",
+                enable_key_rotation=True,
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+            region = Stack.of(self).region
+            key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{region}.amazonaws.com"))
+        log_group = logs.LogGroup(
+            self,
+            "Logs",
+            encryption_key=key,
+            removal_policy=RemovalPolicy.RETAIN if config.log_removal_policy == "retain" else RemovalPolicy.DESTROY,
+        )
+        # RetentionDays is an enum of names in Python; the config holds the number of days.
+        log_group.node.default_child.retention_in_days = config.log_retention_days  # type: ignore[union-attr]
+        return log_group

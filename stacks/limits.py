@@ -1,0 +1,43 @@
+"""Names, sizes and service limits the stack and its config validation share, with units in the names."""
+
+PROJECT = "etl-pipeline"
+STACK_NAME_PREFIX = "EtlPipeline"
+
+# Fargate task sizes: CPU units -> the memory values (MiB) Fargate accepts with it.
+# https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size
+FARGATE_MEMORY_MIB_BY_CPU: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4096 + 1, 1024)),
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 16384 + 1, 1024)),
+    4096: tuple(range(8192, 30720 + 1, 1024)),
+    8192: tuple(range(16384, 61440 + 1, 4096)),
+    16384: tuple(range(32768, 122880 + 1, 8192)),
+}
+
+# CloudWatch Logs retention values (days) that the PutRetentionPolicy API accepts.
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
+    1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)
+
+ARCHITECTURES = ("x86_64", "arm64")
+CAPACITIES = ("on-demand", "spot")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+REMOVAL_POLICIES = ("retain", "destroy")
+
+# The container: a numeric non-root user (the image creates it) and the scratch mount.
+CONTAINER_NAME = "etl"
+CONTAINER_USER = "10001"
+SCRATCH_PATH = "/tmp"
+STOP_TIMEOUT_SECONDS = 120  # Fargate's maximum; the job settles in-flight work within it
+
+# The scheduled launch: EventBridge retries a failed RunTask this often, for at most this long,
+# then puts the event on the dead-letter queue.
+LAUNCH_RETRY_ATTEMPTS = 3
+LAUNCH_MAX_EVENT_AGE_MINUTES = 60
+DLQ_RETENTION_DAYS = 14
+
+BATCH_SIZE_MAX_ROWS = 100_000
+CONCURRENCY_MAX = 1_000
+TIMEOUT_MINUTES_MAX = 7 * 24 * 60

@@ -1,0 +1,91 @@
+"""The one stack: a scheduled ETL job on ECS Fargate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Fn, Stack, Tags
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks import limits
+from stacks.config import StageConfig
+from stacks.job import EtlJob
+from stacks.network import Network
+from stacks.schedule import Schedule
+
+
+class EtlPipelineStack(Stack):
+    """Network, cluster, job and schedule for one stage; tags every resource with project and stage."""
+
+    def __init__(self, scope: Construct, *, config: StageConfig, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            config.stack_name,
+            description=f"Scheduled BigQuery ETL job on ECS Fargate ({config.stage})",
+            **kwargs,
+        )
+        network = Network(self, "Network", vpc_id=config.vpc_id, subnet_ids=config.subnet_ids)
+        cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            vpc=network.vpc,
+            enable_fargate_capacity_providers=config.capacity == "spot",
+        )
+        job = EtlJob(self, "Job", config=config)
+        self._allow_overlap_check(job.task_role, cluster)
+        schedule = Schedule(
+            self,
+            "Schedule",
+            expression=config.schedule,
+            enabled=config.schedule_enabled,
+            cluster=cluster,
+            task_definition=job.task_definition,
+            subnets=network.subnets,
+            security_group=network.security_group,
+            assign_public_ip=config.assign_public_ip,
+            spot=config.capacity == "spot",
+        )
+
+        Tags.of(self).add("project", limits.PROJECT)
+        Tags.of(self).add("stage", config.stage)
+        self._outputs(config, cluster, job, network, schedule)
+
+    @staticmethod
+    def _allow_overlap_check(task_role: iam.IRole, cluster: ecs.ICluster) -> None:
+        # The job asks ECS whether an earlier run is still going; ListTasks and DescribeTasks
+        # take no task ARN as a resource, so they are scoped by the cluster condition instead.
+        task_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="SeeOtherRunsOfThisJob",
+                actions=["ecs:ListTasks", "ecs:DescribeTasks"],
+                resources=["*"],
+                conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
+            )
+        )
+
+    def _outputs(self, config: StageConfig, cluster: ecs.ICluster, job: EtlJob, network: Network, schedule: Schedule) -> None:
+        subnets = Fn.join(",", network.subnet_ids)
+        public_ip = "ENABLED" if config.assign_public_ip else "DISABLED"
+        launch = "--capacity-provider-strategy capacityProvider=FARGATE_SPOT" if config.capacity == "spot" else "--launch-type FARGATE"
+        outputs = {
+            "ClusterName": (cluster.cluster_name, "ECS cluster the job runs in"),
+            "TaskDefinitionArn": (job.task_definition.task_definition_arn, "Task definition of the job"),
+            "TaskDefinitionFamily": (job.task_definition.family, "Task definition family (all revisions)"),
+            "LogGroupName": (job.log_group.log_group_name, "CloudWatch log group of the job"),
+            "SecretArn": (job.secret.secret_arn, "Secrets Manager secret holding the Google key"),
+            "SubnetIds": (subnets, "Subnets the task is launched in"),
+            "SecurityGroupId": (network.security_group.security_group_id, "Security group of the task"),
+            "ScheduleRuleName": (schedule.rule.rule_name, "EventBridge rule that starts the job"),
+            "DeadLetterQueueUrl": (schedule.dead_letter_queue.queue_url, "Failed launches land here"),
+            "RunNowCommand": (
+                f"aws ecs run-task --cluster {cluster.cluster_name} --task-definition {job.task_definition.family} "
+                f"{launch} --propagate-tags TASK_DEFINITION --network-configuration "
+                f"'awsvpcConfiguration={{subnets=[{subnets}],securityGroups=[{network.security_group.security_group_id}],assignPublicIp={public_ip}}}'",
+                "Starts one run of the job now",
+            ),
+            "TailLogsCommand": (f"aws logs tail {job.log_group.log_group_name} --follow", "Follows the job's logs"),
+        }
+        for output_id, (value, description) in outputs.items():
+            CfnOutput(self, output_id, value=value, description=description)

@@ -1,0 +1,72 @@
+"""When the job runs: an EventBridge rule that launches the task, with retries and a dead-letter queue."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks import limits
+
+
+class Schedule(Construct):
+    """Runs the task definition on Fargate on a cron or rate schedule."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        expression: str,
+        enabled: bool,
+        cluster: ecs.ICluster,
+        task_definition: ecs.FargateTaskDefinition,
+        subnets: ec2.SubnetSelection,
+        security_group: ec2.ISecurityGroup,
+        assign_public_ip: bool,
+        spot: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        # Launches that still fail after the retries land here instead of vanishing.
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "LaunchDeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(limits.DLQ_RETENTION_DAYS),
+        )
+        self.rule = events.Rule(
+            self,
+            "Rule",
+            description=f"Runs {task_definition.family} on {expression}",
+            schedule=events.Schedule.expression(expression),
+            enabled=enabled,
+        )
+        self.target = targets.EcsTask(
+            cluster=cluster,
+            task_definition=task_definition,
+            task_count=1,
+            launch_type=ecs.LaunchType.FARGATE,
+            platform_version=ecs.FargatePlatformVersion.LATEST,
+            subnet_selection=subnets,
+            security_groups=[security_group],
+            assign_public_ip=assign_public_ip,
+            propagate_tags=ecs.PropagatedTagSource.TASK_DEFINITION,
+            retry_attempts=limits.LAUNCH_RETRY_ATTEMPTS,
+            max_event_age=Duration.minutes(limits.LAUNCH_MAX_EVENT_AGE_MINUTES),
+            dead_letter_queue=self.dead_letter_queue,
+        )
+        self.rule.add_target(self.target)
+        if spot:
+            # EcsTask has no capacity-provider property; CloudFormation does. LaunchType and a
+            # capacity-provider strategy exclude each other.
+            cfn_rule: events.CfnRule = self.rule.node.default_child  # type: ignore[assignment]
+            cfn_rule.add_property_deletion_override("Targets.0.EcsParameters.LaunchType")
+            cfn_rule.add_property_override(
+                "Targets.0.EcsParameters.CapacityProviderStrategy",
+                [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}],
+            )
