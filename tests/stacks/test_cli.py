@@ -1,0 +1,70 @@
+"""The pinned CDK CLI synthesizes offline, deterministically, and rejects bad config without a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CDK = ROOT / "node_modules" / ".bin" / "cdk"
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        CDK_DISABLE_VERSION_CHECK="1",
+        npm_config_update_notifier="false",
+        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
+        CDK_HOME=str(tmp_path / "cdk-home"),
+        HOME=str(tmp_path / "home"),  # no ~/.aws: prove synth needs no credentials
+    )
+    return env
+
+
+def cdk(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CDK), *args], cwd=ROOT, env=offline_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.skipif(not CDK.exists(), reason="run through `make test`, which installs the pinned CDK CLI")
+def test_cli_synth_is_offline_quiet_and_byte_identical(tmp_path: Path) -> None:
+    first = cdk(tmp_path, "synth", "--no-lookups", "--quiet", "-o", str(tmp_path / "one"))
+    second = cdk(tmp_path, "synth", "--no-lookups", "--quiet", "-o", str(tmp_path / "two"))
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    one = (tmp_path / "one" / "EtlPipeline-dev.template.json").read_bytes()
+    assert one == (tmp_path / "two" / "EtlPipeline-dev.template.json").read_bytes()
+    assert json.loads(one)["Resources"]
+    for noise in ("NOTICES", "newer version", "telemetry"):
+        assert noise not in first.stdout + first.stderr
+
+
+@pytest.mark.skipif(not CDK.exists(), reason="run through `make test`, which installs the pinned CDK CLI")
+def test_cli_rejects_a_bad_value_with_a_short_message(tmp_path: Path) -> None:
+    result = cdk(tmp_path, "synth", "--no-lookups", "--quiet", "-c", "cpu=300", "-o", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "config key 'cpu': '300' is not valid" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_app_without_the_cli_reads_cdk_json_and_rejects_typos(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
+    env["CDK_OUTDIR"] = str(tmp_path / "out")
+    env["CDK_CONTEXT_JSON"] = json.dumps({"memry_mib": "1024"})
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown config key 'memry_mib' in the CDK context (-c or cdk.json); did you mean 'memory_mib'?"
+
+    env["CDK_CONTEXT_JSON"] = json.dumps({"stage": "prod"})
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    template = json.loads((tmp_path / "out" / "EtlPipeline-prod.template.json").read_text())
+    (definition,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"]
+    assert definition["Properties"]["Cpu"] == "1024"

@@ -1,0 +1,291 @@
+"""The synthesized template holds every resource of the design, wired to each other."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk.assertions import Match, Template
+
+from etl_job import contract
+from stacks import limits
+from stacks.job import SECRET_PLACEHOLDER
+from tests.stacks.conftest import synth
+
+
+def only(template: Template, resource_type: str) -> tuple[str, dict]:
+    resources = template.find_resources(resource_type)
+    assert len(resources) == 1, f"expected one {resource_type}, found {list(resources)}"
+    return next(iter(resources.items()))
+
+
+def logical_id(template: Template, resource_type: str) -> str:
+    return only(template, resource_type)[0]
+
+
+def container(template: Template) -> dict:
+    definitions = only(template, "AWS::ECS::TaskDefinition")[1]["Properties"]["ContainerDefinitions"]
+    assert len(definitions) == 1
+    return definitions[0]
+
+
+def policy_statements(template: Template, role_logical_id: str) -> list[dict]:
+    statements = []
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        if {"Ref": role_logical_id} in policy["Properties"]["Roles"]:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def role_id(template: Template, name_part: str) -> str:
+    (found,) = [k for k in template.find_resources("AWS::IAM::Role") if name_part in k]
+    return found
+
+
+def test_one_of_each_core_resource(dev: Template) -> None:
+    for resource_type in (
+        "AWS::ECS::Cluster",
+        "AWS::ECS::TaskDefinition",
+        "AWS::Logs::LogGroup",
+        "AWS::SecretsManager::Secret",
+        "AWS::Events::Rule",
+        "AWS::SQS::Queue",
+        "AWS::EC2::VPC",
+        "AWS::EC2::SecurityGroup",
+    ):
+        dev.resource_count_is(resource_type, 1)
+    dev.resource_count_is("AWS::IAM::Role", 3)  # task, execution, events
+
+
+def test_task_definition_size_architecture_and_family(dev: Template, prod: Template) -> None:
+    dev.has_resource_properties(
+        "AWS::ECS::TaskDefinition",
+        {
+            "Cpu": "256",
+            "Memory": "512",
+            "Family": "etl-pipeline-dev",
+            "RequiresCompatibilities": ["FARGATE"],
+            "NetworkMode": "awsvpc",
+            "RuntimePlatform": {"CpuArchitecture": "X86_64", "OperatingSystemFamily": "LINUX"},
+        },
+    )
+    prod.has_resource_properties("AWS::ECS::TaskDefinition", {"Cpu": "1024", "Memory": "2048", "Family": "etl-pipeline-prod"})
+    synth(architecture="arm64").has_resource_properties(
+        "AWS::ECS::TaskDefinition", {"RuntimePlatform": {"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"}}
+    )
+
+
+def test_container_is_hardened(dev: Template) -> None:
+    c = container(dev)
+    assert c["Essential"] is True
+    assert c["User"] == limits.CONTAINER_USER != "0"
+    assert c["ReadonlyRootFilesystem"] is True
+    assert c["StopTimeout"] == 120
+    assert c["MountPoints"] == [{"ContainerPath": "/tmp", "ReadOnly": False, "SourceVolume": "scratch"}]
+    volumes = only(dev, "AWS::ECS::TaskDefinition")[1]["Properties"]["Volumes"]
+    assert volumes == [{"Name": "scratch"}]  # task storage, not a host path or EFS
+
+
+def test_container_image_is_the_asset_built_from_etl_job(dev: Template) -> None:
+    image = container(dev)["Image"]
+    assert "Fn::Sub" in image and "container-assets" in image["Fn::Sub"]
+
+
+def test_environment_is_exactly_the_contract(dev: Template) -> None:
+    environment = {e["Name"]: e["Value"] for e in container(dev)["Environment"]}
+    assert set(environment) == set(contract.STACK_SET)
+    assert environment[contract.SOURCE_TABLE] == "my-gcp-project.etl_demo.names"
+    assert environment[contract.DESTINATION_TABLE] == "my-gcp-project.etl_demo.names_transformed"
+    assert environment[contract.LOG_FORMAT] == "json"
+    assert environment[contract.STAGE] == "dev"
+    assert contract.GOOGLE_CREDENTIALS_JSON not in environment
+
+
+def test_google_key_is_an_ecs_secret_from_the_stack_secret(dev: Template) -> None:
+    secret_id = logical_id(dev, "AWS::SecretsManager::Secret")
+    assert container(dev)["Secrets"] == [{"Name": contract.GOOGLE_CREDENTIALS_JSON, "ValueFrom": {"Ref": secret_id}}]
+
+
+def test_created_secret_holds_a_placeholder_and_survives_destroy(dev: Template) -> None:
+    secret_id, secret = only(dev, "AWS::SecretsManager::Secret")
+    assert secret["DeletionPolicy"] == "Retain"
+    assert secret["UpdateReplacePolicy"] == "Retain"
+    assert json.loads(secret["Properties"]["SecretString"]) == json.loads(SECRET_PLACEHOLDER)
+    assert "private_key" not in json.dumps(dev.to_json())
+
+
+def test_existing_secret_by_name_creates_no_secret() -> None:
+    template = synth(google_credentials_secret="prod/google-etl-key")
+    template.resource_count_is("AWS::SecretsManager::Secret", 0)
+    valuefrom = json.dumps(container(template)["Secrets"][0]["ValueFrom"])
+    assert "secret:prod/google-etl-key" in valuefrom
+
+
+def test_existing_secret_by_complete_arn() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:google-etl-key-AbCdEf"
+    template = synth(google_credentials_secret=arn)
+    template.resource_count_is("AWS::SecretsManager::Secret", 0)
+    assert container(template)["Secrets"][0]["ValueFrom"] == arn
+    execution = role_id(template, "ExecutionRole")
+    secret_statements = [s for s in policy_statements(template, execution) if "secretsmanager:GetSecretValue" in s["Action"]]
+    assert [s["Resource"] for s in secret_statements] == [arn]
+
+
+def test_log_group_retention_and_removal_policy(dev: Template, prod: Template) -> None:
+    _, dev_logs = only(dev, "AWS::Logs::LogGroup")
+    assert dev_logs["Properties"]["RetentionInDays"] == 14
+    assert dev_logs["DeletionPolicy"] == "Delete"
+    _, prod_logs = only(prod, "AWS::Logs::LogGroup")
+    assert prod_logs["Properties"]["RetentionInDays"] == 365
+    assert prod_logs["DeletionPolicy"] == "Retain"
+    assert "KmsKeyId" not in prod_logs["Properties"]
+
+
+def test_container_logs_go_to_the_log_group(dev: Template) -> None:
+    log_group_id = logical_id(dev, "AWS::Logs::LogGroup")
+    options = container(dev)["LogConfiguration"]
+    assert options["LogDriver"] == "awslogs"
+    assert options["Options"]["awslogs-group"] == {"Ref": log_group_id}
+
+
+def test_optional_customer_managed_key_for_logs() -> None:
+    template = synth(log_kms_key="true")
+    key_id, key = only(template, "AWS::KMS::Key")
+    assert key["Properties"]["EnableKeyRotation"] is True
+    template.has_resource_properties("AWS::Logs::LogGroup", {"KmsKeyId": {"Fn::GetAtt": [key_id, "Arn"]}})
+
+
+def test_default_network_has_public_subnets_and_no_nat(dev: Template) -> None:
+    dev.resource_count_is("AWS::EC2::NatGateway", 0)
+    dev.resource_count_is("AWS::EC2::EIP", 0)
+    subnets = dev.find_resources("AWS::EC2::Subnet")
+    assert len(subnets) == 2
+    assert all(s["Properties"]["MapPublicIpOnLaunch"] is True for s in subnets.values())
+    dev.resource_count_is("AWS::EC2::InternetGateway", 1)
+
+
+def test_security_group_has_no_ingress_and_https_egress_only(dev: Template) -> None:
+    _, group = only(dev, "AWS::EC2::SecurityGroup")
+    assert "SecurityGroupIngress" not in group["Properties"]
+    dev.resource_count_is("AWS::EC2::SecurityGroupIngress", 0)
+    assert group["Properties"]["SecurityGroupEgress"] == [
+        {"CidrIp": "0.0.0.0/0", "Description": "HTTPS to Google and AWS APIs", "FromPort": 443, "IpProtocol": "tcp", "ToPort": 443}
+    ]
+
+
+def ecs_parameters(template: Template) -> dict:
+    (target,) = only(template, "AWS::Events::Rule")[1]["Properties"]["Targets"]
+    return target["EcsParameters"]
+
+
+def test_rule_runs_this_task_on_fargate_with_public_ip(dev: Template) -> None:
+    rule_id, rule = only(dev, "AWS::Events::Rule")
+    props = rule["Properties"]
+    assert props["ScheduleExpression"] == "cron(0 5 * * ? *)"
+    assert props["State"] == "ENABLED"
+    (target,) = props["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [logical_id(dev, "AWS::ECS::Cluster"), "Arn"]}
+    params = target["EcsParameters"]
+    assert params["TaskDefinitionArn"] == {"Ref": logical_id(dev, "AWS::ECS::TaskDefinition")}
+    assert params["LaunchType"] == "FARGATE"
+    assert params["TaskCount"] == 1
+    assert params["PropagateTags"] == "TASK_DEFINITION"
+    network = params["NetworkConfiguration"]["AwsVpcConfiguration"]
+    assert network["AssignPublicIp"] == "ENABLED"
+    assert network["SecurityGroups"] == [{"Fn::GetAtt": [logical_id(dev, "AWS::EC2::SecurityGroup"), "GroupId"]}]
+    assert sorted(s["Ref"] for s in network["Subnets"]) == sorted(dev.find_resources("AWS::EC2::Subnet"))
+
+
+def test_rule_retries_then_dead_letters_to_an_encrypted_queue(dev: Template) -> None:
+    (target,) = only(dev, "AWS::Events::Rule")[1]["Properties"]["Targets"]
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": limits.LAUNCH_RETRY_ATTEMPTS, "MaximumEventAgeInSeconds": 3600}
+    queue_id, queue = only(dev, "AWS::SQS::Queue")
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_schedule_is_configurable_and_can_be_paused() -> None:
+    template = synth(schedule="rate(6 hours)", schedule_enabled="false")
+    template.has_resource_properties("AWS::Events::Rule", {"ScheduleExpression": "rate(6 hours)", "State": "DISABLED"})
+    template.resource_count_is("AWS::ECS::TaskDefinition", 1)  # paused, nothing destroyed
+
+
+def test_events_role_may_only_run_this_task_and_pass_its_two_roles(dev: Template) -> None:
+    events_role = role_id(dev, "EventsRole")
+    role = dev.find_resources("AWS::IAM::Role")[events_role]
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "events.amazonaws.com"}
+    assert "ManagedPolicyArns" not in role["Properties"]
+    by_action = {json.dumps(s["Action"]): s for s in policy_statements(dev, events_role)}
+    run_task = by_action['"ecs:RunTask"']
+    assert run_task["Resource"] == {"Ref": logical_id(dev, "AWS::ECS::TaskDefinition")}
+    assert run_task["Condition"] == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [logical_id(dev, "AWS::ECS::Cluster"), "Arn"]}}}
+    pass_role = by_action['"iam:PassRole"']
+    assert sorted(r["Fn::GetAtt"][0] for r in pass_role["Resource"]) == sorted(
+        [role_id(dev, "ExecutionRole"), role_id(dev, "TaskRole")]
+    )
+    assert set(by_action) == {'"ecs:RunTask"', '"iam:PassRole"', '"ecs:TagResource"'}
+
+
+def test_execution_role_reads_only_this_secret_and_writes_only_this_log_group(dev: Template) -> None:
+    statements = policy_statements(dev, role_id(dev, "ExecutionRole"))
+    by_action = {json.dumps(sorted(s["Action"]) if isinstance(s["Action"], list) else [s["Action"]]): s for s in statements}
+    assert by_action['["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]']["Resource"] == {
+        "Ref": logical_id(dev, "AWS::SecretsManager::Secret")
+    }
+    assert by_action['["logs:CreateLogStream", "logs:PutLogEvents"]']["Resource"] == {
+        "Fn::GetAtt": [logical_id(dev, "AWS::Logs::LogGroup"), "Arn"]
+    }
+    pull = by_action['["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]']
+    assert "container-assets" in json.dumps(pull["Resource"])
+    assert set(by_action) == {
+        '["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]',
+        '["logs:CreateLogStream", "logs:PutLogEvents"]',
+        '["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]',
+        '["ecr:GetAuthorizationToken"]',  # account-wide by design of ECR; no resource to scope to
+    }
+
+
+def test_task_role_may_only_look_at_tasks_in_this_cluster(dev: Template) -> None:
+    (statement,) = policy_statements(dev, role_id(dev, "TaskRole"))
+    assert sorted(statement["Action"]) == ["ecs:DescribeTasks", "ecs:ListTasks"]
+    assert statement["Condition"] == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [logical_id(dev, "AWS::ECS::Cluster"), "Arn"]}}}
+
+
+def test_every_taggable_resource_carries_project_and_stage(dev: Template) -> None:
+    untagged_types = {
+        "AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::Route", "AWS::EC2::VPCGatewayAttachment",
+        "AWS::IAM::Policy", "AWS::SQS::QueuePolicy",
+    }
+    for resource_id, resource in dev.to_json()["Resources"].items():
+        if resource["Type"] in untagged_types:
+            continue
+        tags = {t["Key"]: t["Value"] for t in resource["Properties"].get("Tags", [])}
+        assert tags.get("project") == "etl-pipeline" and tags.get("stage") == "dev", resource_id
+
+
+def test_outputs_give_what_an_operator_needs(dev: Template) -> None:
+    outputs = dev.to_json()["Outputs"]
+    for name in ("ClusterName", "TaskDefinitionArn", "LogGroupName", "SecretArn", "SubnetIds", "SecurityGroupId", "RunNowCommand"):
+        assert name in outputs, name
+    command = json.dumps(outputs["RunNowCommand"]["Value"])
+    for part in ("aws ecs run-task", "--task-definition etl-pipeline-dev", "--launch-type FARGATE", "assignPublicIp=ENABLED"):
+        assert part in command
+
+
+def test_existing_vpc_and_subnets_are_used_without_creating_a_network() -> None:
+    template = synth(vpc_id="vpc-0123456789abcdef0", subnet_ids="subnet-0123456789abcdef0,subnet-0fedcba9876543210", assign_public_ip="false")
+    template.resource_count_is("AWS::EC2::VPC", 0)
+    template.resource_count_is("AWS::EC2::Subnet", 0)
+    template.has_resource_properties("AWS::EC2::SecurityGroup", {"VpcId": "vpc-0123456789abcdef0"})
+    network = ecs_parameters(template)["NetworkConfiguration"]["AwsVpcConfiguration"]
+    assert network["Subnets"] == ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
+    assert network["AssignPublicIp"] == "DISABLED"
+
+
+def test_spot_capacity_uses_a_capacity_provider_strategy() -> None:
+    template = synth(capacity="spot")
+    params = ecs_parameters(template)
+    assert "LaunchType" not in params
+    assert params["CapacityProviderStrategy"] == [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}]
+    template.has_resource_properties(
+        "AWS::ECS::ClusterCapacityProviderAssociations", {"CapacityProviders": Match.array_with(["FARGATE_SPOT"])}
+    )
