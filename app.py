@@ -4,6 +4,7 @@
 import sys
 
 import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
 
 from stacks import config as stage_config
 from stacks.pipeline_stack import EtlPipelineStack
@@ -19,8 +20,16 @@ def main() -> None:
     except stage_config.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    EtlPipelineStack(app, config=config)
+    build(app, config)
     app.synth()
+
+
+def build(app: cdk.App, config: stage_config.StageConfig) -> EtlPipelineStack:
+    """The stage's stack, checked by cdk-nag's AWS Solutions rules on every synth."""
+    stack = EtlPipelineStack(app, config=config)
+    # An unacknowledged finding fails synthesis; acknowledgments sit next to their resources.
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    return stack
 
 
 if __name__ == "__main__":

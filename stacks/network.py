@@ -5,6 +5,8 @@ from __future__ import annotations
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
+from stacks.nag import acknowledge
+
 
 class Network(Construct):
     """The VPC, the subnets the task is launched in, and its egress-only security group."""
@@ -26,6 +28,14 @@ class Network(Construct):
                 # Nothing uses the default security group; restricting it would add a Lambda-backed
                 # custom resource to the stack.
                 restrict_default_security_group=False,
+            )
+            acknowledge(
+                self.vpc.node.default_child,
+                "VPC7",
+                "The VPC only carries this job's outbound HTTPS: its one security group admits no inbound "
+                "traffic and no other workload runs in it. Flow logs would add CloudWatch ingestion cost and an "
+                "IAM role for no traffic an operator acts on; enable them, or deploy into an existing VPC that has "
+                "them (vpc_id, subnet_ids), if your policy requires it.",
             )
             self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
             self.subnet_ids = self.vpc.select_subnets(subnet_type=ec2.SubnetType.PUBLIC).subnet_ids

@@ -12,6 +12,7 @@ from constructs import Construct
 from stacks import limits
 from stacks.config import StageConfig
 from stacks.job import EtlJob
+from stacks.nag import acknowledge
 from stacks.network import Network
 from stacks.schedule import Schedule
 
@@ -33,6 +34,13 @@ class EtlPipelineStack(Stack):
             vpc=network.vpc,
             enable_fargate_capacity_providers=config.capacity == "spot",
         )
+        acknowledge(
+            cluster.node.default_child,
+            "ECS4",
+            "Container Insights is billed as custom metrics for a cluster that runs one short task a day. "
+            "The job logs its own progress and publishes a success metric, and task stops with a non-zero "
+            "exit are alerted on; turn Container Insights on when you need per-task CPU and memory graphs.",
+        )
         job = EtlJob(self, "Job", config=config)
         self._allow_overlap_check(job.task_role, cluster)
         schedule = Schedule(
@@ -53,16 +61,23 @@ class EtlPipelineStack(Stack):
         self._outputs(config, cluster, job, network, schedule)
 
     @staticmethod
-    def _allow_overlap_check(task_role: iam.IRole, cluster: ecs.ICluster) -> None:
+    def _allow_overlap_check(task_role: iam.Role, cluster: ecs.ICluster) -> None:
         # The job asks ECS whether an earlier run is still going; ListTasks and DescribeTasks
         # take no task ARN as a resource, so they are scoped by the cluster condition instead.
-        task_role.add_to_principal_policy(
+        task_role.add_to_policy(
             iam.PolicyStatement(
                 sid="SeeOtherRunsOfThisJob",
                 actions=["ecs:ListTasks", "ecs:DescribeTasks"],
                 resources=["*"],
                 conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
             )
+        )
+        acknowledge(
+            task_role.node.find_child("DefaultPolicy"),
+            "IAM5[Resource::*]",
+            "ecs:ListTasks has no resource-level permission (its resource must be '*') and the job calls "
+            "DescribeTasks with task ARNs it has just listed; both are limited to this job's cluster by the "
+            "ecs:cluster condition, and they only read task status.",
         )
 
     def _outputs(self, config: StageConfig, cluster: ecs.ICluster, job: EtlJob, network: Network, schedule: Schedule) -> None:
