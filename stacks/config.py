@@ -199,6 +199,10 @@ def load(context: Mapping[str, Any]) -> StageConfig:
             raise _fail("subnet_ids", raw["subnet_ids"], "with vpc_id, name the subnets the task runs in")
     elif subnet_ids:
         raise _fail("vpc_id", raw["vpc_id"], "subnet_ids needs the vpc_id they belong to")
+    timeout_minutes = _int("timeout_minutes", raw["timeout_minutes"], 1, limits.TIMEOUT_MINUTES_MAX)
+    expected_run_minutes = _int("expected_run_minutes", raw["expected_run_minutes"], 1, limits.TIMEOUT_MINUTES_MAX)
+    if expected_run_minutes > timeout_minutes:
+        raise _fail("expected_run_minutes", raw["expected_run_minutes"], f"a run expected to last longer than timeout_minutes={timeout_minutes} would always time out")
     alarm_email = _optional(raw["alarm_email"])
     if alarm_email is not None:
         alarm_email = _pattern("alarm_email", alarm_email, _EMAIL, "expected an e-mail address")
@@ -217,7 +221,7 @@ def load(context: Mapping[str, Any]) -> StageConfig:
         batch_size=_int("batch_size", raw["batch_size"], 1, limits.BATCH_SIZE_MAX_ROWS),
         concurrency=_int("concurrency", raw["concurrency"], 1, limits.CONCURRENCY_MAX),
         log_level=_choice("log_level", raw["log_level"], limits.LOG_LEVELS),
-        timeout_minutes=_int("timeout_minutes", raw["timeout_minutes"], 1, limits.TIMEOUT_MINUTES_MAX),
+        timeout_minutes=timeout_minutes,
         log_retention_days=retention,
         log_removal_policy=_choice("log_removal_policy", raw["log_removal_policy"], limits.REMOVAL_POLICIES),
         log_kms_key=_bool("log_kms_key", raw["log_kms_key"]),
@@ -226,5 +230,5 @@ def load(context: Mapping[str, Any]) -> StageConfig:
         assign_public_ip=_bool("assign_public_ip", raw["assign_public_ip"]),
         google_credentials_secret=_secret(raw["google_credentials_secret"]),
         alarm_email=alarm_email,
-        expected_run_minutes=_int("expected_run_minutes", raw["expected_run_minutes"], 1, limits.TIMEOUT_MINUTES_MAX),
+        expected_run_minutes=expected_run_minutes,
     )

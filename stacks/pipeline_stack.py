@@ -10,6 +10,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks import limits
+from stacks.alerts import Alerts, missed_run_window_minutes
 from stacks.config import StageConfig
 from stacks.job import EtlJob
 from stacks.nag import acknowledge
@@ -54,6 +55,19 @@ class EtlPipelineStack(Stack):
             security_group=network.security_group,
             assign_public_ip=config.assign_public_ip,
             spot=config.capacity == "spot",
+        )
+        Alerts(
+            self,
+            "Alerts",
+            stage=config.stage,
+            email=config.alarm_email,
+            cluster_arn=cluster.cluster_arn,
+            task_family=job.task_definition.family,
+            log_group=job.log_group,
+            schedule_rule=schedule.rule,
+            dead_letter_queue=schedule.dead_letter_queue,
+            missed_run_window_minutes=missed_run_window_minutes(config.schedule, config.timeout_minutes),
+            schedule_enabled=config.schedule_enabled,
         )
 
         Tags.of(self).add("project", limits.PROJECT)

@@ -113,6 +113,7 @@ INVALID = [
     ("google_credentials_secret", "arn:aws:s3:::bucket", "google_credentials_secret", "secret ARN"),
     ("google_credentials_secret", "my key!", "google_credentials_secret", "secret name"),
     ("alarm_email", "oncall", "alarm_email", "e-mail address"),
+    ("expected_run_minutes", "300", "expected_run_minutes", "longer than timeout_minutes=240"),
 ]
 
 

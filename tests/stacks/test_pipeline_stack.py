@@ -47,13 +47,13 @@ def test_one_of_each_core_resource(dev: Template) -> None:
         "AWS::ECS::TaskDefinition",
         "AWS::Logs::LogGroup",
         "AWS::SecretsManager::Secret",
-        "AWS::Events::Rule",
         "AWS::SQS::Queue",
         "AWS::EC2::VPC",
         "AWS::EC2::SecurityGroup",
     ):
         dev.resource_count_is(resource_type, 1)
     dev.resource_count_is("AWS::IAM::Role", 3)  # task, execution, events
+    dev.resource_count_is("AWS::Events::Rule", 2)  # the schedule, and failure alerts
 
 
 def test_task_definition_size_architecture_and_family(dev: Template, prod: Template) -> None:
@@ -149,7 +149,8 @@ def test_container_logs_go_to_the_log_group(dev: Template) -> None:
 
 def test_optional_customer_managed_key_for_logs() -> None:
     template = synth(log_kms_key="true")
-    key_id, key = only(template, "AWS::KMS::Key")
+    (key_id,) = [k for k in template.find_resources("AWS::KMS::Key") if k.startswith("JobLogsKey")]
+    key = template.find_resources("AWS::KMS::Key")[key_id]
     assert key["Properties"]["EnableKeyRotation"] is True
     template.has_resource_properties("AWS::Logs::LogGroup", {"KmsKeyId": {"Fn::GetAtt": [key_id, "Arn"]}})
 
@@ -172,13 +173,18 @@ def test_security_group_has_no_ingress_and_https_egress_only(dev: Template) -> N
     ]
 
 
+def schedule_rule(template: Template) -> tuple[str, dict]:
+    (found,) = [(k, r) for k, r in template.find_resources("AWS::Events::Rule").items() if "ScheduleExpression" in r["Properties"]]
+    return found
+
+
 def ecs_parameters(template: Template) -> dict:
-    (target,) = only(template, "AWS::Events::Rule")[1]["Properties"]["Targets"]
+    (target,) = schedule_rule(template)[1]["Properties"]["Targets"]
     return target["EcsParameters"]
 
 
 def test_rule_runs_this_task_on_fargate_with_public_ip(dev: Template) -> None:
-    rule_id, rule = only(dev, "AWS::Events::Rule")
+    rule_id, rule = schedule_rule(dev)
     props = rule["Properties"]
     assert props["ScheduleExpression"] == "cron(0 5 * * ? *)"
     assert props["State"] == "ENABLED"
@@ -196,7 +202,7 @@ def test_rule_runs_this_task_on_fargate_with_public_ip(dev: Template) -> None:
 
 
 def test_rule_retries_then_dead_letters_to_an_encrypted_queue(dev: Template) -> None:
-    (target,) = only(dev, "AWS::Events::Rule")[1]["Properties"]["Targets"]
+    (target,) = schedule_rule(dev)[1]["Properties"]["Targets"]
     assert target["RetryPolicy"] == {"MaximumRetryAttempts": limits.LAUNCH_RETRY_ATTEMPTS, "MaximumEventAgeInSeconds": 3600}
     queue_id, queue = only(dev, "AWS::SQS::Queue")
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
@@ -253,7 +259,7 @@ def test_task_role_may_only_look_at_tasks_in_this_cluster(dev: Template) -> None
 def test_every_taggable_resource_carries_project_and_stage(dev: Template) -> None:
     untagged_types = {
         "AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::Route", "AWS::EC2::VPCGatewayAttachment",
-        "AWS::IAM::Policy", "AWS::SQS::QueuePolicy",
+        "AWS::IAM::Policy", "AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy", "AWS::Logs::MetricFilter",
     }
     for resource_id, resource in dev.to_json()["Resources"].items():
         if resource["Type"] in untagged_types:

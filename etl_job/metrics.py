@@ -1,0 +1,39 @@
+"""CloudWatch metric names the job emits and the stack alarms on; dependency-free so the stack can import it."""
+
+import json
+import time
+
+NAMESPACE = "EtlPipeline"
+DIMENSION_STAGE = "Stage"
+SUCCESSFUL_RUN = "SuccessfulRun"  # 1 per run that exited 0; alarm when missing
+ROWS_LOADED = "RowsLoaded"
+ROWS_FAILED = "RowsFailed"
+DURATION_SECONDS = "DurationSeconds"
+
+
+def success_emf_line(*, stage: str, rows_loaded: int, rows_failed: int, duration_seconds: float) -> str:
+    """One CloudWatch Embedded Metric Format line announcing a successful run."""
+    return json.dumps(
+        {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": NAMESPACE,
+                        "Dimensions": [[DIMENSION_STAGE]],
+                        "Metrics": [
+                            {"Name": SUCCESSFUL_RUN, "Unit": "Count"},
+                            {"Name": ROWS_LOADED, "Unit": "Count"},
+                            {"Name": ROWS_FAILED, "Unit": "Count"},
+                            {"Name": DURATION_SECONDS, "Unit": "Seconds"},
+                        ],
+                    }
+                ],
+            },
+            DIMENSION_STAGE: stage,
+            SUCCESSFUL_RUN: 1,
+            ROWS_LOADED: rows_loaded,
+            ROWS_FAILED: rows_failed,
+            DURATION_SECONDS: round(duration_seconds, 3),
+        }
+    )
