@@ -15,7 +15,7 @@ export npm_config_update_notifier := false
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_HOME := $(CURDIR)/.cdk-home
 
-.PHONY: help setup run test audit synth deploy destroy bench clean
+.PHONY: help setup run test audit synth deploy destroy bench cost run-now stop-runs diff review-templates clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,26 @@ deploy: setup ## Deploy the stage to the AWS account of your credentials (needs 
 
 destroy: setup ## Delete the stage's stack (the Google key secret is kept)
 	$(CDK) destroy -c stage=$(STAGE) EtlPipeline-$(STAGE)
+
+diff: setup ## Show what this change does to the STAGE's template, offline (against review/)
+	$(CDK) synth --no-lookups --quiet -c stage=$(STAGE) -o cdk.out/diff-$(STAGE)
+	$(PY) -m ops.review normalize cdk.out/diff-$(STAGE)/EtlPipeline-$(STAGE).template.json cdk.out/diff-$(STAGE)/EtlPipeline-$(STAGE).template.json
+	$(CDK) diff --app cdk.out/diff-$(STAGE) --template review/EtlPipeline-$(STAGE).template.json EtlPipeline-$(STAGE)
+
+review-templates: setup ## Refresh the committed review/ templates after an infrastructure change
+	for stage in dev prod; do \
+	  $(CDK) synth --no-lookups --quiet -c stage=$$stage -o cdk.out/review-$$stage && \
+	  $(PY) -m ops.review normalize cdk.out/review-$$stage/EtlPipeline-$$stage.template.json review/EtlPipeline-$$stage.template.json || exit 1; \
+	done
+
+cost: setup ## Estimate the STAGE's monthly cost beside Glue and a NAT-gateway setup
+	$(PY) -m ops.cost $(STAGE)
+
+run-now: setup ## Start one run of the deployed STAGE now (needs AWS credentials)
+	$(PY) -m ops.runs start --stage $(STAGE)
+
+stop-runs: setup ## Stop the deployed STAGE's running tasks (the job settles on SIGTERM)
+	$(PY) -m ops.runs stop --stage $(STAGE)
 
 bench: setup ## Benchmark the job against the tutorial's algorithm and the backend's floor
 	$(PY) -m dev.bench

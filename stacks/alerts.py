@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -18,19 +16,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from etl_job import metrics
-from stacks import limits, schedule_expression
-
-ALARM_WINDOW_MAX_MINUTES = 7 * 24 * 60  # CloudWatch: period x evaluation periods <= 7 days
-
-
-def missed_run_window_minutes(schedule: str, timeout_minutes: int) -> int | None:
-    """How long without a successful run before the missed-run alarm fires: the longest gap between
-    two scheduled starts plus the run timeout, in whole hours; None when that exceeds CloudWatch's 7 days."""
-    gap = schedule_expression.longest_gap_minutes(schedule)
-    assert gap is not None, "validated config always fires"
-    window = math.ceil((gap + timeout_minutes) / 60) * 60
-    return window if window <= ALARM_WINDOW_MAX_MINUTES else None
-
+from stacks import limits
 
 class Alerts(Construct):
     """Notifies on failed runs (non-zero exit, failed start), failed launches and missed runs."""

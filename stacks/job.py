@@ -17,7 +17,7 @@ from constructs import Construct
 from etl_job import contract
 from stacks import limits
 from stacks.config import StageConfig
-from stacks.nag import acknowledge
+from stacks.nag import acknowledge, skip_checkov
 
 ETL_JOB_DIR = Path(__file__).resolve().parent.parent / "etl_job"
 
@@ -122,6 +122,13 @@ class EtlJob(Construct):
                 "Manager rotation Lambda would need key-admin rights in the GCP project. Rotate it in GCP and "
                 "put the new key with the command in the README; Workload Identity Federation removes the key.",
             )
+            skip_checkov(
+                secret,
+                "CKV_AWS_149",
+                "Encrypted at rest with the AWS-managed key aws/secretsmanager. A customer-managed key costs ~$1 a "
+                "month and would only add a key policy on top of the IAM policy that already lets nothing but this "
+                "job's execution role read the secret.",
+            )
             return secret
         if not existing.startswith("arn:"):
             return secretsmanager.Secret.from_secret_name_v2(self, "GoogleCredentials", existing)
@@ -148,6 +155,13 @@ class EtlJob(Construct):
             encryption_key=key,
             removal_policy=RemovalPolicy.RETAIN if config.log_removal_policy == "retain" else RemovalPolicy.DESTROY,
         )
+        if key is None:
+            skip_checkov(
+                log_group,
+                "CKV_AWS_158",
+                "CloudWatch Logs encrypts every log group at rest with a service key. A customer-managed key costs "
+                "~$1 a month; set log_kms_key to true in cdk.json for a stage whose policy requires one.",
+            )
         # RetentionDays is an enum of names in Python; the config holds the number of days.
         log_group.node.default_child.retention_in_days = config.log_retention_days  # type: ignore[union-attr]
         return log_group

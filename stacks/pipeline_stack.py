@@ -10,10 +10,11 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks import limits
-from stacks.alerts import Alerts, missed_run_window_minutes
+from stacks.alerts import Alerts
+from stacks.schedule_expression import missed_run_window_minutes
 from stacks.config import StageConfig
 from stacks.job import EtlJob
-from stacks.nag import acknowledge
+from stacks.nag import acknowledge, skip_checkov
 from stacks.network import Network
 from stacks.schedule import Schedule
 
@@ -42,6 +43,7 @@ class EtlPipelineStack(Stack):
             "The job logs its own progress and publishes a success metric, and task stops with a non-zero "
             "exit are alerted on; turn Container Insights on when you need per-task CPU and memory graphs.",
         )
+        skip_checkov(cluster, "CKV_AWS_65", "Container Insights: see the cdk-nag AwsSolutions-ECS4 acknowledgment on this cluster.")
         job = EtlJob(self, "Job", config=config)
         self._allow_overlap_check(job.task_role, cluster)
         schedule = Schedule(
@@ -115,6 +117,8 @@ class EtlPipelineStack(Stack):
                 "Starts one run of the job now",
             ),
             "TailLogsCommand": (f"aws logs tail {job.log_group.log_group_name} --follow", "Follows the job's logs"),
+            "Capacity": (config.capacity, "on-demand (FARGATE) or spot (FARGATE_SPOT)"),
+            "AssignPublicIp": (public_ip, "Whether the task gets a public IP for egress"),
         }
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import math
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -139,6 +140,15 @@ def _fires_on(cron: Cron, day: dt.date) -> bool:
     return cron.days_of_week is not None and eventbridge_weekday in cron.days_of_week
 
 
+def runs_per_year(expression: str) -> int:
+    """How many times the schedule starts the job in a year (2027: fixed, so output is deterministic)."""
+    if expression.startswith("rate("):
+        return 365 * 24 * 60 // parse_rate_minutes(expression)
+    cron = parse_cron(expression)
+    days = sum(_fires_on(cron, dt.date(2027, 1, 1) + dt.timedelta(days=d)) for d in range(365))
+    return days * len(cron.hours) * len(cron.minutes)
+
+
 def longest_gap_minutes(expression: str, start: dt.date = dt.date(2027, 1, 1), days: int = 731) -> int | None:
     """The longest time between two consecutive runs over ``days`` from ``start`` (None if < 2 runs).
 
@@ -160,3 +170,15 @@ def longest_gap_minutes(expression: str, start: dt.date = dt.date(2027, 1, 1), d
                 longest = max(longest or 0, now - previous)
             previous = now
     return longest
+
+
+ALARM_WINDOW_MAX_MINUTES = 7 * 24 * 60  # CloudWatch: period x evaluation periods <= 7 days
+
+
+def missed_run_window_minutes(schedule: str, timeout_minutes: int) -> int | None:
+    """How long without a successful run before the missed-run alarm fires: the longest gap between
+    two scheduled starts plus the run timeout, in whole hours; None when that exceeds CloudWatch's 7 days."""
+    gap = longest_gap_minutes(schedule)
+    assert gap is not None, "validated config always fires"
+    window = math.ceil((gap + timeout_minutes) / 60) * 60
+    return window if window <= ALARM_WINDOW_MAX_MINUTES else None

@@ -1,0 +1,88 @@
+"""Estimate what a stage costs from its config: `python -m ops.cost [STAGE] [key=value ...]`."""
+
+from __future__ import annotations
+
+import sys
+
+from ops import prices
+from stacks import config as stage_config
+from stacks.schedule_expression import missed_run_window_minutes, runs_per_year
+
+
+def estimate(config: stage_config.StageConfig) -> dict[str, float]:
+    """Dollar figures per month (and per run) for the stack and the alternatives it replaces."""
+    hours = config.expected_run_minutes / 60
+    vcpu, memory_gb = config.cpu / 1024, config.memory_mib / 1024
+    compute_hour = vcpu * prices.FARGATE_VCPU_HOUR[config.architecture] + memory_gb * prices.FARGATE_GB_HOUR[config.architecture]
+    if config.capacity == "spot":
+        compute_hour *= 1 - prices.FARGATE_SPOT_DISCOUNT
+    per_run = hours * (compute_hour + (prices.PUBLIC_IPV4_HOUR if config.assign_public_ip else 0))
+    runs_per_month = runs_per_year(config.schedule) / 12 if config.schedule_enabled else 0
+    alarms = 2 + (missed_run_window_minutes(config.schedule, config.timeout_minutes) is not None)
+    fixed = (
+        (prices.SECRET_MONTH if config.google_credentials_secret is None else 0)
+        + prices.KMS_KEY_MONTH * (1 + config.log_kms_key)
+        + prices.ALARM_MONTH * alarms
+        + prices.CUSTOM_METRIC_MONTH
+    )
+    glue_per_run = hours * prices.GLUE_PYTHON_SHELL_MIN_DPU * prices.GLUE_DPU_HOUR
+    nat_fixed = 2 * prices.HOURS_PER_MONTH * (prices.NAT_GATEWAY_HOUR + prices.PUBLIC_IPV4_HOUR)
+    return {
+        "runs_per_month": runs_per_month,
+        "per_run": per_run,
+        "fixed_month": fixed,
+        "total_month": fixed + per_run * runs_per_month,
+        "glue_per_run": glue_per_run,
+        "glue_month": glue_per_run * runs_per_month,
+        "naive_nat_month": fixed + nat_fixed + per_run * runs_per_month,
+    }
+
+
+def report(config: stage_config.StageConfig) -> str:
+    e = estimate(config)
+    size = f"{config.cpu / 1024:g} vCPU, {config.memory_mib} MiB, {config.architecture}, {config.capacity}"
+    rows = [
+        ("This stack", e["fixed_month"], e["per_run"], e["total_month"]),
+        ("Same job on AWS Glue Python shell (1/16 DPU)", prices.SECRET_MONTH, e["glue_per_run"], prices.SECRET_MONTH + e["glue_month"]),
+        ("Naive setup: this job behind 2 NAT gateways", e["naive_nat_month"] - e["per_run"] * e["runs_per_month"], e["per_run"], e["naive_nat_month"]),
+    ]
+    lines = [
+        f"Cost estimate for {config.stack_name} ({prices.REGION} list prices as of {prices.AS_OF}, see ops/prices.py)",
+        f"  task: {size}; {config.expected_run_minutes} min a run (expected_run_minutes); "
+        f"{e['runs_per_month']:.1f} runs a month on {config.schedule}{'' if config.schedule_enabled else ' (paused)'}",
+        "",
+        f"  {'':46} {'fixed/month':>12} {'per run':>10} {'month':>10}",
+    ]
+    lines += [f"  {name:46} {fixed:>12.2f} {run:>10.4f} {month:>10.2f}" for name, fixed, run, month in rows]
+    lines += [
+        "",
+        "  Fixed: the Google key secret, KMS keys (alert topic; logs if log_kms_key), alarms, the success metric.",
+        "  Not included: CloudWatch Logs ingestion ($0.50/GB), ECR image storage ($0.10/GB-month), data transfer,",
+        "  and BigQuery itself. Spot is estimated at the usual 70% discount; the real Spot price varies.",
+        "  The Glue row counts compute and the secret only: alerting on Glue would add the same alarms and key.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    stage = argv[0] if argv and "=" not in argv[0] else None
+    overrides = {}
+    for item in argv[1 if stage else 0 :]:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: '{item}' is not key=value; usage: python -m ops.cost [STAGE] [key=value ...]", file=sys.stderr)
+            return 2
+        overrides[key] = value
+    if stage:
+        overrides["stage"] = stage
+    try:
+        config = stage_config.load({**stage_config.read_cdk_json_context(), **overrides})
+    except stage_config.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

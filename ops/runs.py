@@ -1,0 +1,111 @@
+"""Start or stop runs of a deployed stage: `python -m ops.runs start|stop [--stage STAGE]`.
+
+Reads everything it needs from the stack's outputs, so it works for any account and region the
+AWS credentials point at. Errors a user can cause (no credentials, no region, stack not deployed)
+print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+
+from stacks import limits
+
+
+class RunsError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+def stack_outputs(stage: str) -> dict[str, str]:
+    """The CloudFormation outputs of ``EtlPipeline-<stage>``."""
+    name = f"{limits.STACK_NAME_PREFIX}-{stage}"
+    client = boto3.client("cloudformation")
+    try:
+        (stack,) = client.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            raise RunsError(
+                f"stack {name} is not deployed in {client.meta.region_name}: deploy it with `make deploy STAGE={stage}` "
+                "or point AWS_DEFAULT_REGION at the region it lives in"
+            ) from None
+        raise
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def start(stage: str) -> str:
+    """Start one run now, exactly as the schedule would; return the task ARN."""
+    outputs = stack_outputs(stage)
+    launch = (
+        {"capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]}
+        if outputs.get("Capacity") == "spot"
+        else {"launchType": "FARGATE"}
+    )
+    response = boto3.client("ecs").run_task(
+        cluster=outputs["ClusterName"],
+        taskDefinition=outputs["TaskDefinitionFamily"],
+        count=1,
+        propagateTags="TASK_DEFINITION",
+        startedBy="run-now",
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": outputs["SubnetIds"].split(","),
+                "securityGroups": [outputs["SecurityGroupId"]],
+                "assignPublicIp": outputs.get("AssignPublicIp", "ENABLED"),
+            }
+        },
+        **launch,
+    )
+    if response.get("failures") or not response.get("tasks"):
+        reasons = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')}".strip() for f in response.get("failures", []))
+        raise RunsError(f"ECS did not start the task: {reasons or 'no reason given'}")
+    task_arn = response["tasks"][0]["taskArn"]
+    print(f"started {task_arn}")
+    print(f"follow it:  aws logs tail {outputs['LogGroupName']} --follow")
+    print(f"stop it:    make stop-runs STAGE={stage}")
+    return task_arn
+
+
+def stop(stage: str) -> list[str]:
+    """Stop every running task of the stage's job; the job settles in-flight work on SIGTERM."""
+    outputs = stack_outputs(stage)
+    ecs = boto3.client("ecs")
+    arns = ecs.list_tasks(cluster=outputs["ClusterName"], family=outputs["TaskDefinitionFamily"], desiredStatus="RUNNING")["taskArns"]
+    for arn in arns:
+        ecs.stop_task(cluster=outputs["ClusterName"], task=arn, reason="stopped by make stop-runs")
+        print(f"stopping {arn} (the job gets SIGTERM and {limits.STOP_TIMEOUT_SECONDS} s to settle)")
+    if not arns:
+        print(f"no run of {outputs['TaskDefinitionFamily']} is going")
+    return arns
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.runs", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("start", "stop"))
+    parser.add_argument("--stage", default="dev")
+    args = parser.parse_args(argv)
+    try:
+        (start if args.action == "start" else stop)(args.stage)
+    except RunsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except NoCredentialsError:
+        print("error: no AWS credentials found: run `aws configure` or set AWS_PROFILE, then retry", file=sys.stderr)
+        return 1
+    except NoRegionError:
+        print("error: no AWS region set: export AWS_DEFAULT_REGION=<the stack's region>, then retry", file=sys.stderr)
+        return 1
+    except EndpointConnectionError as error:
+        print(f"error: cannot reach AWS ({error}); check the network or AWS_ENDPOINT_URL", file=sys.stderr)
+        return 1
+    except (ClientError, BotoCoreError) as error:
+        print(f"error: AWS refused the request: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

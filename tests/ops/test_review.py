@@ -1,0 +1,51 @@
+"""The committed review/ templates match the code, and `cdk diff` against them works offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ops.review import REFRESH_COMMAND, STAGES, normalize, review_path
+from tests.stacks.conftest import synth
+from tests.stacks.test_cli import CDK, ROOT, offline_env
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_committed_review_template_is_up_to_date(stage: str) -> None:
+    current = normalize(synth(stage=stage).to_json())
+    committed = review_path(stage).read_text() if review_path(stage).exists() else ""
+    assert current == committed, (
+        f"{review_path(stage).relative_to(ROOT)} is out of date with the stack: run `{REFRESH_COMMAND}` "
+        "and commit the result, so reviewers see this change"
+    )
+
+
+def test_normalizing_hides_only_the_asset_hash() -> None:
+    template = {"Image": {"Fn::Sub": "repo:" + "a" * 64}, "Cpu": "256"}
+    changed_job = {"Image": {"Fn::Sub": "repo:" + "b" * 64}, "Cpu": "256"}
+    assert normalize(template) == normalize(changed_job)
+    assert normalize(template) != normalize({**template, "Cpu": "512"})
+
+
+@pytest.mark.skipif(not CDK.exists(), reason="run through `make test`, which installs the pinned CDK CLI")
+def test_cdk_diff_against_the_committed_template_shows_a_real_change_offline(tmp_path: Path) -> None:
+    out = tmp_path / "assembly"
+    env = offline_env(tmp_path)
+    synthesized = subprocess.run(
+        [str(CDK), "synth", "--no-lookups", "--quiet", "-c", "memory_mib=1024", "-o", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert synthesized.returncode == 0, synthesized.stderr
+    template = out / "EtlPipeline-dev.template.json"
+    template.write_text(normalize(json.loads(template.read_text())))
+    diff = subprocess.run(
+        [str(CDK), "diff", "--app", str(out), "--template", str(review_path("dev")), "--fail", "EtlPipeline-dev"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    output = diff.stdout + diff.stderr
+    assert diff.returncode == 1, output
+    assert "AWS::ECS::TaskDefinition" in output and "Memory" in output
+    assert "Unable to resolve AWS account" not in output
