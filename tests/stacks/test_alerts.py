@@ -8,7 +8,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from etl_job import contract, metrics
-from stacks.alerts import missed_run_window_minutes
+from stacks.schedule_expression import missed_run_window_minutes
 from tests.stacks.conftest import synth
 from tests.stacks.test_pipeline_stack import container, logical_id, only
 
