@@ -1,0 +1,361 @@
+"""Least privilege, read from the synthesized templates of every audited configuration.
+
+The rules are checked over every IAM role, policy and resource policy in the template, so they keep
+holding as resources are added; each check returns its violations, and the last tests prove the
+checks catch a bad statement.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from dev.audit import CONFIGURATIONS
+from tests.stacks.conftest import synth
+
+ETL_JOB_DIR = Path(__file__).resolve().parents[2] / "etl_job"
+
+# Where each resource type keeps its resource-based policy.
+RESOURCE_POLICIES = {
+    "AWS::SQS::QueuePolicy": "PolicyDocument",
+    "AWS::SNS::TopicPolicy": "PolicyDocument",
+    "AWS::KMS::Key": "KeyPolicy",
+    "AWS::SecretsManager::ResourcePolicy": "ResourcePolicy",
+    "AWS::S3::BucketPolicy": "PolicyDocument",
+    "AWS::Logs::ResourcePolicy": "PolicyDocument",
+    "AWS::ECR::Repository": "RepositoryPolicyText",
+}
+IDENTITY_POLICIES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+# Property names that mean "this resource carries permissions": a type holding one must be checked here.
+_POLICY_PROPERTIES = {"PolicyDocument", "KeyPolicy", "ResourcePolicy", "RepositoryPolicyText", "Policies", "AssumeRolePolicyDocument"}
+# Actions that take no resource ARN: AWS requires "*" as their resource.
+NO_RESOURCE_LEVEL = {"ecr:GetAuthorizationToken"}
+# What ECS needs to start the task: pull the image, write its logs, read its secret.
+EXECUTION_ROLE_ACTIONS = {
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:GetAuthorizationToken",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:DescribeSecret",
+}
+EVENTS_ROLE_ACTIONS = {"ecs:RunTask", "iam:PassRole", "ecs:TagResource"}
+TASK_ROLE_ACTIONS = {"ecs:ListTasks", "ecs:DescribeTasks"}
+
+Template = dict[str, Any]
+Statement = dict[str, Any]
+
+
+def template(name: str) -> Template:
+    return synth(**CONFIGURATIONS[name]).to_json()
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements_of(document: Any) -> list[Statement]:
+    if isinstance(document, str):
+        document = json.loads(document)
+    return as_list(document["Statement"])
+
+
+def resources_of(template: Template, *types: str) -> dict[str, dict[str, Any]]:
+    return {k: r for k, r in template["Resources"].items() if r["Type"] in types}
+
+
+def role_statements(template: Template) -> dict[str, list[Statement]]:
+    """Role logical id -> every statement its inline and attached policies grant."""
+    roles = resources_of(template, "AWS::IAM::Role")
+    granted: dict[str, list[Statement]] = {role_id: [] for role_id in roles}
+    for role_id, role in roles.items():
+        for policy in role["Properties"].get("Policies", []):
+            granted[role_id] += statements_of(policy["PolicyDocument"])
+    for policy in resources_of(template, *IDENTITY_POLICIES).values():
+        for role in policy["Properties"].get("Roles", []):
+            granted[role["Ref"]] += statements_of(policy["Properties"]["PolicyDocument"])
+    return granted
+
+
+def identity_statements(template: Template) -> list[tuple[str, Statement]]:
+    found = [(role_id, s) for role_id, granted in role_statements(template).items() for s in granted]
+    for policy_id, policy in resources_of(template, *IDENTITY_POLICIES).items():
+        if not policy["Properties"].get("Roles"):  # attached to users or groups: still checked
+            found += [(policy_id, s) for s in statements_of(policy["Properties"]["PolicyDocument"])]
+    return found
+
+
+def resource_policy_statements(template: Template) -> list[tuple[str, Statement]]:
+    found = []
+    for logical_id, resource in resources_of(template, *RESOURCE_POLICIES).items():
+        document = resource["Properties"].get(RESOURCE_POLICIES[resource["Type"]])
+        if document is not None:
+            found += [(logical_id, s) for s in statements_of(document)]
+    return found
+
+
+def actions(statement: Statement) -> list[str]:
+    return as_list(statement.get("Action", []))
+
+
+def role_of(template: Template, service: str) -> list[str]:
+    """The roles that ``service`` (e.g. events.amazonaws.com) may assume."""
+    return [
+        role_id
+        for role_id, role in resources_of(template, "AWS::IAM::Role").items()
+        for s in statements_of(role["Properties"]["AssumeRolePolicyDocument"])
+        if service in as_list(s.get("Principal", {}).get("Service", []))
+    ]
+
+
+def task_definition(template: Template) -> tuple[str, dict[str, Any]]:
+    ((logical_id, definition),) = resources_of(template, "AWS::ECS::TaskDefinition").items()
+    return logical_id, definition["Properties"]
+
+
+def is_account_root_key_admin(logical_id: str, statement: Statement, template: Template) -> bool:
+    """The default key policy statement: this account's IAM decides who uses the key. Without it nobody,
+    not even an administrator, could manage the key; IAM policies (checked here) then grant its use."""
+    principal = json.dumps(statement.get("Principal", {}).get("AWS", ""))
+    return (
+        template["Resources"][logical_id]["Type"] == "AWS::KMS::Key"
+        and actions(statement) == ["kms:*"]
+        and "AWS::AccountId" in principal
+        and principal.endswith(':root"]]}')
+        and "Condition" not in statement
+    )
+
+
+# --- the rules: each returns what breaks it ----------------------------------------------------
+
+
+def unchecked_policy_types(template: Template) -> list[str]:
+    known = {"AWS::IAM::Role", *IDENTITY_POLICIES, *RESOURCE_POLICIES}
+    return sorted(
+        f"{logical_id} ({r['Type']}): holds a policy these tests do not read; add its type to RESOURCE_POLICIES"
+        for logical_id, r in template["Resources"].items()
+        if r["Type"] not in known and (_POLICY_PROPERTIES & set(r.get("Properties", {})) or r["Type"].endswith(("Policy", "::Permission")))
+    )
+
+
+def wildcard_actions(template: Template) -> list[str]:
+    found = []
+    for logical_id, s in identity_statements(template) + resource_policy_statements(template):
+        if s["Effect"] != "Allow" or is_account_root_key_admin(logical_id, s, template):
+            continue
+        if "NotAction" in s or "NotResource" in s or "NotPrincipal" in s:
+            found.append(f"{logical_id}: Allow with NotAction/NotResource/NotPrincipal grants everything else")
+        found += [f"{logical_id}: allows {a}" for a in actions(s) if a == "*" or a.endswith(":*")]
+    return found
+
+
+def unconditioned_star_resources(template: Template) -> list[str]:
+    return [
+        f"{logical_id}: {sorted(set(actions(s)) - NO_RESOURCE_LEVEL)} on * with no condition"
+        for logical_id, s in identity_statements(template)
+        if s["Effect"] == "Allow" and "*" in as_list(s.get("Resource")) and "Condition" not in s
+        and set(actions(s)) - NO_RESOURCE_LEVEL
+    ]
+
+
+def public_principals(template: Template) -> list[str]:
+    return [
+        f"{logical_id}: allows {actions(s)} to any principal with no condition"
+        for logical_id, s in resource_policy_statements(template)
+        if s["Effect"] == "Allow" and s.get("Principal") in ("*", {"AWS": "*"}) and not s.get("Condition")
+    ]
+
+
+def untrusted_role_principals(template: Template) -> list[str]:
+    """Roles are for AWS services of this stack, never for another account or anyone."""
+    found = []
+    for role_id, role in resources_of(template, "AWS::IAM::Role").items():
+        for s in statements_of(role["Properties"]["AssumeRolePolicyDocument"]):
+            if set(s.get("Principal", {})) != {"Service"}:
+                found.append(f"{role_id}: may be assumed by {s.get('Principal')}")
+        found += [f"{role_id}: managed policy {arn}" for arn in role["Properties"].get("ManagedPolicyArns", [])]
+    return found
+
+
+RULES: list[Callable[[Template], list[str]]] = [
+    unchecked_policy_types,
+    wildcard_actions,
+    unconditioned_star_resources,
+    public_principals,
+    untrusted_role_principals,
+]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.__name__)
+@pytest.mark.parametrize("name", CONFIGURATIONS)
+def test_every_policy_in_the_template_keeps_the_rule(name: str, rule: Callable[[Template], list[str]]) -> None:
+    assert rule(template(name)) == []
+
+
+# --- each role holds exactly what its user needs -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONFIGURATIONS)
+def test_the_execution_role_reads_only_the_jobs_secret_and_writes_only_its_log_group(name: str) -> None:
+    t = template(name)
+    _, definition = task_definition(t)
+    granted = role_statements(t)[definition["ExecutionRoleArn"]["Fn::GetAtt"][0]]
+    (container,) = definition["ContainerDefinitions"]
+    secrets = [json.dumps(s["ValueFrom"]) for s in container["Secrets"]]
+    log_group_arn = {"Fn::GetAtt": [container["LogConfiguration"]["Options"]["awslogs-group"]["Ref"], "Arn"]}
+
+    assert {a for s in granted for a in actions(s)} <= EXECUTION_ROLE_ACTIONS
+    for s in granted:
+        assert s["Effect"] == "Allow"
+        services = {a.split(":")[0] for a in actions(s)}
+        assert len(services) == 1, f"one service per statement keeps resources unambiguous: {s}"
+        resources = as_list(s["Resource"])
+        if services == {"secretsmanager"}:
+            # A secret imported by name is granted as NAME-?????? (the suffix Secrets Manager appends).
+            assert [json.dumps(r).replace("-??????", "") for r in resources] == secrets
+        elif services == {"logs"}:
+            assert resources == [log_group_arn]
+        elif actions(s) != ["ecr:GetAuthorizationToken"]:
+            assert all("container-assets" in json.dumps(r) for r in resources), "pull only from the CDK image repository"
+
+
+@pytest.mark.parametrize("name", CONFIGURATIONS)
+def test_the_events_role_runs_only_this_task_definition_and_passes_only_its_two_roles(name: str) -> None:
+    t = template(name)
+    definition_id, definition = task_definition(t)
+    ((cluster_id, _),) = resources_of(t, "AWS::ECS::Cluster").items()
+    events_roles = role_of(t, "events.amazonaws.com")
+    assert events_roles, "the schedule starts the task through a role EventBridge assumes"
+
+    for role_id in events_roles:
+        granted = role_statements(t)[role_id]
+        assert {a for s in granted for a in actions(s)} <= EVENTS_ROLE_ACTIONS
+        for s in granted:
+            resources = as_list(s["Resource"])
+            if "ecs:RunTask" in actions(s):
+                assert actions(s) == ["ecs:RunTask"]
+                assert resources == [{"Ref": definition_id}]
+                assert s.get("Condition") == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [cluster_id, "Arn"]}}}
+            elif "iam:PassRole" in actions(s):
+                assert actions(s) == ["iam:PassRole"]
+                assert sorted(map(json.dumps, resources)) == sorted(
+                    json.dumps(definition[key]) for key in ("ExecutionRoleArn", "TaskRoleArn")
+                )
+            else:
+                assert actions(s) == ["ecs:TagResource"]
+                assert all(f':task/", {{"Ref": "{cluster_id}"}}, "/*"' in json.dumps(r) for r in resources)
+
+
+def test_run_task_is_granted_on_this_family_only() -> None:
+    t = template("dev")
+    definition_id, definition = task_definition(t)
+    assert definition["Family"] == "etl-pipeline-dev"
+    runs = [s for role_id in role_of(t, "events.amazonaws.com") for s in role_statements(t)[role_id] if "ecs:RunTask" in actions(s)]
+    assert runs and all(s["Resource"] == {"Ref": definition_id} for s in runs)
+
+
+@pytest.mark.parametrize("name", CONFIGURATIONS)
+def test_the_task_role_holds_only_the_overlap_check_on_its_cluster(name: str) -> None:
+    t = template(name)
+    _, definition = task_definition(t)
+    ((cluster_id, _),) = resources_of(t, "AWS::ECS::Cluster").items()
+    granted = role_statements(t)[definition["TaskRoleArn"]["Fn::GetAtt"][0]]
+
+    assert {a for s in granted for a in actions(s)} == TASK_ROLE_ACTIONS
+    for s in granted:
+        assert s.get("Condition") == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [cluster_id, "Arn"]}}}
+
+
+def test_the_job_calls_every_api_its_task_role_allows() -> None:
+    """A permission the job's code never calls is one to remove (boto3 names ListTasks list_tasks)."""
+    source = "\n".join(p.read_text() for p in ETL_JOB_DIR.glob("*.py"))
+    for action in TASK_ROLE_ACTIONS:
+        method = re.sub(r"(?<!^)(?=[A-Z])", "_", action.split(":")[1]).lower()
+        assert re.search(rf"\b{method}\b", source), f"{action} is granted but etl_job/ never calls {method}"
+
+
+# --- the checks catch what they are for --------------------------------------------------------
+
+
+def _with_statement(statement: Statement, role: str = "task") -> Template:
+    """The dev template with ``statement`` added to the task, execution or events role's policy."""
+    t = copy.deepcopy(template("dev"))
+    _, definition = task_definition(t)
+    role_id = {
+        "task": lambda: definition["TaskRoleArn"]["Fn::GetAtt"][0],
+        "execution": lambda: definition["ExecutionRoleArn"]["Fn::GetAtt"][0],
+        "events": lambda: role_of(t, "events.amazonaws.com")[0],
+    }[role]()
+    for policy in resources_of(t, "AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            policy["Properties"]["PolicyDocument"]["Statement"].append(statement)
+    return t
+
+
+@pytest.mark.parametrize(
+    ("rule", "statement"),
+    [
+        (wildcard_actions, {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::bucket/*"}),
+        (wildcard_actions, {"Effect": "Allow", "Action": "*", "Resource": "arn:aws:s3:::bucket"}),
+        (wildcard_actions, {"Effect": "Allow", "NotAction": "iam:*", "Resource": "arn:aws:s3:::bucket"}),
+        (unconditioned_star_resources, {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*"}),
+    ],
+)
+def test_the_rules_catch_a_broad_identity_statement(rule: Callable[[Template], list[str]], statement: Statement) -> None:
+    assert rule(template("dev")) == []
+    assert rule(_with_statement(statement))
+
+
+def test_the_rules_catch_a_public_resource_policy_and_an_unknown_policy_type() -> None:
+    t = copy.deepcopy(template("dev"))
+    ((_, queue_policy),) = resources_of(t, "AWS::SQS::QueuePolicy").items()
+    queue_policy["Properties"]["PolicyDocument"]["Statement"].append(
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sqs:SendMessage", "Resource": "*"}
+    )
+    t["Resources"]["Invoke"] = {"Type": "AWS::Lambda::Permission", "Properties": {"Principal": "*"}}
+    t["Resources"]["SharedKey"] = {
+        "Type": "AWS::KMS::Key",
+        "Properties": {"KeyPolicy": {"Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"}, "Action": "kms:*", "Resource": "*"}
+        ]}},
+    }
+    assert public_principals(t) and unchecked_policy_types(t)
+    assert wildcard_actions(t) == ["SharedKey: allows kms:*"]
+
+
+OTHER_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:other-AbCdEf"
+
+
+@pytest.mark.parametrize(
+    ("test", "role", "statement"),
+    [
+        (test_the_execution_role_reads_only_the_jobs_secret_and_writes_only_its_log_group, "execution",
+         {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": OTHER_SECRET}),
+        (test_the_execution_role_reads_only_the_jobs_secret_and_writes_only_its_log_group, "execution",
+         {"Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": "arn:aws:logs:eu-west-1:123456789012:log-group:other"}),
+        (test_the_events_role_runs_only_this_task_definition_and_passes_only_its_two_roles, "events",
+         {"Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::123456789012:role/admin"}),
+        (test_the_events_role_runs_only_this_task_definition_and_passes_only_its_two_roles, "events",
+         {"Effect": "Allow", "Action": "ecs:RunTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:task-definition/other:1"}),
+        (test_the_task_role_holds_only_the_overlap_check_on_its_cluster, "task",
+         {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": OTHER_SECRET}),
+        (test_the_task_role_holds_only_the_overlap_check_on_its_cluster, "task",
+         {"Effect": "Allow", "Action": "ecs:ListTasks", "Resource": "*"}),
+    ],
+    ids=["exec-other-secret", "exec-other-log-group", "events-pass-other-role", "events-run-other-task", "task-secret", "task-no-condition"],
+)
+def test_the_role_tests_fail_on_an_extra_grant(
+    monkeypatch: pytest.MonkeyPatch, test: Callable[[str], None], role: str, statement: Statement
+) -> None:
+    widened = _with_statement(statement, role)
+    monkeypatch.setattr(sys.modules[__name__], "template", lambda name: widened)
+    with pytest.raises(AssertionError):
+        test("dev")
