@@ -153,6 +153,9 @@ def test_optional_customer_managed_key_for_logs() -> None:
     key = template.find_resources("AWS::KMS::Key")[key_id]
     assert key["Properties"]["EnableKeyRotation"] is True
     template.has_resource_properties("AWS::Logs::LogGroup", {"KmsKeyId": {"Fn::GetAtt": [key_id, "Arn"]}})
+    (logs_statement,) = [s for s in key["Properties"]["KeyPolicy"]["Statement"] if "Service" in s["Principal"]]
+    assert "logs." in json.dumps(logs_statement["Principal"])
+    assert ":log-group:*" in json.dumps(logs_statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"])
 
 
 def test_default_network_has_public_subnets_and_no_nat(dev: Template) -> None:
