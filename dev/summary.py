@@ -12,7 +12,9 @@ def summarize(template: dict) -> str:
     resources = template["Resources"]
     counts = collections.Counter(r["Type"] for r in resources.values())
     (task,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::ECS::TaskDefinition"]
-    (rule,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    (rule,) = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in r["Properties"]
+    ]
     (container,) = task["ContainerDefinitions"]
     environment = {e["Name"]: e["Value"] for e in container["Environment"]}
     lines = [
@@ -23,6 +25,7 @@ def summarize(template: dict) -> str:
         f"  job       {environment['ETL_SOURCE_TABLE']} -> {environment['ETL_DESTINATION_TABLE']} "
         f"(key {environment['ETL_KEY_COLUMN']}, batches of {environment['ETL_BATCH_SIZE']})",
         f"  secrets   {', '.join(s['Name'] for s in container.get('Secrets', []))} from Secrets Manager",
+        f"  alerts    {counts.get('AWS::CloudWatch::Alarm', 0)} alarms and a task-failure rule -> SNS topic",
         f"  NAT gateways: {counts.get('AWS::EC2::NatGateway', 0)}",
         "  resources:",
     ]

@@ -16,6 +16,8 @@ TIMEOUT_MINUTES = "ETL_TIMEOUT_MINUTES"  # the job stops itself cleanly after th
 
 # Injected by ECS from Secrets Manager, never a plain environment value in the template.
 GOOGLE_CREDENTIALS_JSON = "GOOGLE_CREDENTIALS_JSON"
+# Optional, never set by the stack: module:function of an alternative transform (tests, trials).
+TRANSFORM = "ETL_TRANSFORM"
 # Local development only: point the real client at a local BigQuery (scheme required).
 BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
 

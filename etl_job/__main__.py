@@ -1,0 +1,136 @@
+"""Run the ETL job once: ``python -m etl_job`` (the container's command).
+
+The process, top to bottom (this module): read and validate the configuration (``config``),
+install the SIGTERM handler and timeout, skip if an older run is still going (``overlap``),
+resolve Google credentials (``credentials``), then run the pipeline (``pipeline``: extract →
+``transform`` → load, through the BigQuery adapter ``bigquery_io``) and turn its outcome into
+log lines, a metric and an exit code.
+
+Exit codes:
+    0    success: every source row is in the destination (prints the SuccessfulRun metric line)
+    1    fatal: bad configuration or credentials, missing source table, BigQuery failure
+    3    finished, but some rows failed the transform (see ``<destination>_errors``)
+    4    timed out (ETL_TIMEOUT_MINUTES) and stopped cleanly; the next run continues
+    5    skipped: an older run of this job is still going (ECS only)
+    130  interrupted by SIGINT (Ctrl-C), stopped cleanly
+    143  interrupted by SIGTERM (Spot interruption, ``ecs stop-task``), stopped cleanly
+
+Stopping cleanly means: no new batch is started, the batch in flight is loaded (transforms still
+running after 30 s are abandoned) and the next run picks up every row not loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from etl_job import config as config_module
+from etl_job import credentials, logs, metrics, overlap
+from etl_job.errors import ExitCode, JobError
+from etl_job.logs import fields
+
+log = logging.getLogger("etl_job")
+
+
+class _Stop:
+    """Why the run was asked to stop (first reason wins), and the event the pipeline watches."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.code: ExitCode | None = None
+
+    def request(self, code: ExitCode) -> None:
+        if self.code is None:
+            self.code = code
+        self.event.set()
+
+
+def main() -> int:
+    """Run the job once; return the exit code."""
+    started = time.monotonic()
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, lambda *_: stop.request(ExitCode.INTERRUPTED_SIGTERM))
+    signal.signal(signal.SIGINT, lambda *_: stop.request(ExitCode.INTERRUPTED_SIGINT))
+
+    try:
+        config = config_module.load_config(os.environ, is_tty=sys.stderr.isatty())
+    except JobError as exc:
+        logs.configure("INFO", "text" if sys.stderr.isatty() else "json")
+        log.error(str(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
+        return ExitCode.FATAL
+    logs.configure(config.log_level, config.log_format)
+
+    if config.timeout_minutes:
+        timer = threading.Timer(config.timeout_minutes * 60, stop.request, args=(ExitCode.TIMED_OUT,))
+        timer.daemon = True
+        timer.start()
+
+    log.info("job starting", extra=fields(**config.summary()))
+    try:
+        auth = credentials.resolve(os.environ)
+        log.info("using Google credentials", extra=fields(credentials=auth.description))
+        if overlap.older_run_in_progress(os.environ):
+            return ExitCode.SKIPPED_OVERLAP
+        transform = config_module.import_transform(config.transform)
+        from etl_job import bigquery_io, pipeline  # the google client is slow to import: only when needed
+
+        bq = bigquery_io.BigQuery(auth, project=config.destination_table.project)
+        try:
+            result = pipeline.run(config, bq, transform, stop.event)
+        except bigquery_io.ERRORS as exc:
+            log.debug("BigQuery error detail", exc_info=True)
+            log.error(bigquery_io.describe_error(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
+            return ExitCode.FATAL
+    except JobError as exc:
+        log.error(str(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
+        return ExitCode.FATAL
+    except Exception:  # a bug, not a user error: keep the traceback, in the log line
+        log.exception("unexpected error; please report it", extra=fields(exit_code=int(ExitCode.FATAL)))
+        return ExitCode.FATAL
+
+    if not result.complete:
+        code = stop.code or ExitCode.FATAL
+    elif result.rows_failed:
+        code = ExitCode.ROWS_FAILED
+    else:
+        code = ExitCode.OK
+    duration = time.monotonic() - started
+    log.log(
+        logging.INFO if code == ExitCode.OK else logging.WARNING,
+        _ENDINGS[code],
+        extra=fields(
+            exit_code=int(code), run_id=result.run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
+            rows_failed=result.rows_failed, rows_abandoned=result.rows_abandoned, batches=result.batches,
+            duration_seconds=round(duration, 3),
+            rows_per_second=round(result.rows_read / result.seconds, 1) if result.seconds else 0.0,
+            **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.timings.items()},
+        ),
+    )
+    if code == ExitCode.OK:
+        print(metrics.success_emf_line(stage=config.stage, rows_loaded=result.rows_loaded,
+                                       rows_failed=result.rows_failed, duration_seconds=duration), flush=True)
+    return code
+
+
+_ENDINGS = {
+    ExitCode.OK: "job finished",
+    ExitCode.ROWS_FAILED: "job finished, but some rows failed the transform; see the errors table",
+    ExitCode.TIMED_OUT: "job timed out and stopped cleanly; the next run continues from here",
+    ExitCode.INTERRUPTED_SIGTERM: "job stopped by SIGTERM; the next run continues from here",
+    ExitCode.INTERRUPTED_SIGINT: "job stopped by Ctrl-C; the next run continues from here",
+    ExitCode.FATAL: "job stopped before finishing",
+}
+
+
+if __name__ == "__main__":
+    exit_code = int(main())
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: a transform abandoned after a stop may still be running in a worker thread,
+    # and the interpreter would wait for it; ECS would then SIGKILL the task.
+    os._exit(exit_code)

@@ -1,0 +1,187 @@
+"""The job's configuration: environment variables validated once at start-up into a frozen dataclass."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from etl_job import contract
+from etl_job.errors import JobError
+
+# Not set by the stack: a test and benchmark hook (and a way to try a transform without editing code).
+TRANSFORM = contract.TRANSFORM  # module:function, default etl_job.transform:transform
+
+DEFAULT_KEY_COLUMN = "id"
+DEFAULT_BATCH_SIZE = 5000
+DEFAULT_CONCURRENCY = 64
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_STAGE = "local"
+DEFAULT_TRANSFORM = "etl_job.transform:transform"
+MAX_BATCH_SIZE = 100_000
+MAX_CONCURRENCY = 1024
+MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("json", "text")
+
+# Strict on purpose: table and column names are quoted into SQL, so no backticks or spaces.
+_TABLE_ID = re.compile(r"^(?P<project>[a-z][a-z0-9.:-]{4,61}[a-z0-9])\.(?P<dataset>\w{1,1024})\.(?P<table>[\w-]{1,1024})$")
+_COLUMN = re.compile(r"^[A-Za-z_]\w{0,299}$")
+_STAGE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TRANSFORM_SPEC = re.compile(r"^[\w.]+:\w+$")
+
+
+@dataclass(frozen=True)
+class TableId:
+    """A BigQuery table as ``project.dataset.table``."""
+
+    project: str
+    dataset: str
+    table: str
+
+    def __str__(self) -> str:
+        return f"{self.project}.{self.dataset}.{self.table}"
+
+    @property
+    def sql(self) -> str:
+        """The name quoted for use in SQL."""
+        return f"`{self}`"
+
+    def sibling(self, table: str) -> TableId:
+        """Another table in the same dataset."""
+        return TableId(self.project, self.dataset, table)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings for one run; holds no secrets, so it is safe to log."""
+
+    source_table: TableId
+    destination_table: TableId
+    key_column: str = DEFAULT_KEY_COLUMN
+    batch_size: int = DEFAULT_BATCH_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+    log_level: str = DEFAULT_LOG_LEVEL
+    log_format: str = "json"
+    stage: str = DEFAULT_STAGE
+    timeout_minutes: float | None = None
+    transform: str = DEFAULT_TRANSFORM
+
+    @property
+    def errors_table(self) -> TableId:
+        """Where rows the transform rejected are recorded."""
+        return self.destination_table.sibling(f"{self.destination_table.table}_errors")
+
+    def summary(self) -> dict:
+        """The settings as plain values, for the start-up log line."""
+        return {
+            "source_table": str(self.source_table),
+            "destination_table": str(self.destination_table),
+            "errors_table": str(self.errors_table),
+            "key_column": self.key_column,
+            "batch_size": self.batch_size,
+            "concurrency": self.concurrency,
+            "stage": self.stage,
+            "timeout_minutes": self.timeout_minutes,
+            "transform": self.transform,
+        }
+
+
+def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
+    """Validate the environment into a Config; raise JobError listing every problem and its fix."""
+    problems: list[str] = []
+
+    def table(name: str) -> TableId | None:
+        value = env.get(name, "").strip()
+        if not value:
+            problems.append(f"{name} is not set: set it to a table as project.dataset.table")
+            return None
+        match = _TABLE_ID.match(value)
+        if not match:
+            problems.append(
+                f"{name}={value!r} is not a table id: use project.dataset.table "
+                "(letters, digits, underscores; no backticks or spaces)"
+            )
+            return None
+        return TableId(**match.groupdict())
+
+    def number(name: str, default: float, cast: type, low: float, high: float | None) -> float:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = cast(raw)
+        except ValueError:
+            value = None
+        if value is None or value != value or value < low or (high is not None and value > high):
+            upper = f" and at most {high}" if high is not None else ""
+            kind = "a whole number" if cast is int else "a number"
+            problems.append(f"{name}={raw!r} is invalid: use {kind} of at least {low}{upper}")
+            return default
+        return value
+
+    def choice(name: str, default: str, allowed: tuple[str, ...], normalise: Callable[[str], str]) -> str:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        if normalise(raw) not in allowed:
+            problems.append(f"{name}={raw!r} is invalid: use one of {', '.join(allowed)}")
+            return default
+        return normalise(raw)
+
+    source = table(contract.SOURCE_TABLE)
+    destination = table(contract.DESTINATION_TABLE)
+    if source and destination and source == destination:
+        problems.append(
+            f"{contract.SOURCE_TABLE} and {contract.DESTINATION_TABLE} are the same table: "
+            "the job writes to a separate destination"
+        )
+
+    key_column = env.get(contract.KEY_COLUMN, "").strip() or DEFAULT_KEY_COLUMN
+    if not _COLUMN.match(key_column):
+        problems.append(f"{contract.KEY_COLUMN}={key_column!r} is not a column name: use letters, digits and _")
+
+    batch_size = number(contract.BATCH_SIZE, DEFAULT_BATCH_SIZE, int, 1, MAX_BATCH_SIZE)
+    concurrency = number(contract.CONCURRENCY, DEFAULT_CONCURRENCY, int, 1, MAX_CONCURRENCY)
+    timeout = number(contract.TIMEOUT_MINUTES, 0.0, float, 0.0, MAX_TIMEOUT_MINUTES)
+    if env.get(contract.TIMEOUT_MINUTES, "").strip() and timeout == 0:
+        problems.append(f"{contract.TIMEOUT_MINUTES}=0 is invalid: use a positive number of minutes, or unset it")
+
+    log_level = choice(contract.LOG_LEVEL, DEFAULT_LOG_LEVEL, LOG_LEVELS, str.upper)
+    log_format = choice(contract.LOG_FORMAT, "text" if is_tty else "json", LOG_FORMATS, str.lower)
+
+    stage = env.get(contract.STAGE, "").strip() or DEFAULT_STAGE
+    if not _STAGE.match(stage):
+        problems.append(f"{contract.STAGE}={stage!r} is invalid: use letters, digits, - and _ (e.g. dev, prod)")
+
+    transform = env.get(TRANSFORM, "").strip() or DEFAULT_TRANSFORM
+    if not _TRANSFORM_SPEC.match(transform):
+        problems.append(f"{TRANSFORM}={transform!r} is invalid: use module:function, e.g. {DEFAULT_TRANSFORM}")
+
+    if problems:
+        raise JobError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return Config(
+        source_table=source,
+        destination_table=destination,
+        key_column=key_column,
+        batch_size=int(batch_size),
+        concurrency=int(concurrency),
+        log_level=log_level,
+        log_format=log_format,
+        stage=stage,
+        timeout_minutes=timeout or None,
+        transform=transform,
+    )
+
+
+def import_transform(spec: str) -> Callable[[dict], dict]:
+    """Import the transform function named ``module:function``."""
+    module_name, _, function_name = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise JobError(f"{TRANSFORM}={spec!r} cannot be imported ({exc}): check the module and function name") from None
+    if not callable(function):
+        raise JobError(f"{TRANSFORM}={spec!r} is not a function: point it at a function taking and returning a row dict")
+    return function

@@ -1,0 +1,244 @@
+"""The real ``python -m etl_job`` process against a local BigQuery: results, reruns, interruptions, failures."""
+
+from __future__ import annotations
+
+import decimal
+import json
+import signal
+
+from etl_job import metrics
+from tests.etl_job.conftest import source_row
+
+SLOW = "tests.etl_job.transforms:slow"
+
+
+def expected_rows(n: int) -> list[dict]:
+    """What one clean run writes for a source of n rows, without the lineage columns."""
+    rows = []
+    for i in range(1, n + 1):
+        row = source_row(i)
+        rows.append({"id": i, "name": row["name"].replace("Doe", "Das"), "score": decimal.Decimal(row["score"])})
+    return rows
+
+
+def business_columns(rows: list[dict]) -> list[dict]:
+    return [{"id": r["id"], "name": r["name"], "score": r["score"]} for r in rows]
+
+
+def log_lines(stderr: str) -> list[dict]:
+    """The job's JSON log lines (every stderr line must be one)."""
+    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
+
+
+def emf_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith('{"_aws"')]
+
+
+def assert_no_traceback(process) -> None:
+    assert "Traceback" not in process.stderr and "Traceback" not in process.stdout
+
+
+def test_happy_path_loads_every_row_transformed_with_lineage_and_signals_success(job):
+    job.seed(250)
+
+    done = job.run()
+
+    assert done.returncode == 0, done.stderr
+    rows = job.rows()
+    assert business_columns(rows) == expected_rows(250)
+    assert sum("Das" in r["name"] for r in rows) == 250 // 3
+    assert not any("Doe" in r["name"] for r in rows)
+    assert rows[0]["created_at"].isoformat() == "2024-01-02T05:00:00.123456+00:00"
+    run_ids = {r["run_id"] for r in rows}
+    assert len(run_ids) == 1 and None not in run_ids
+    assert all(r["processed_at"] is not None for r in rows)
+    assert job.count(job.errors) == 0
+    assert [t.table_id for t in job.client.list_tables(job.dataset) if "staging" in t.table_id] == []
+
+    logs = log_lines(done.stderr)
+    start, end = logs[0], logs[-1]
+    assert start["message"] == "job starting" and start["batch_size"] == 5000 and start["concurrency"] == 64
+    assert end["message"] == "job finished" and end["rows_loaded"] == 250 and end["exit_code"] == 0
+    assert end["run_id"] in run_ids
+    (emf,) = emf_lines(done.stdout)
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == metrics.NAMESPACE == "EtlPipeline"
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Stage"]]
+    assert emf["Stage"] == "test"
+    assert emf[metrics.SUCCESSFUL_RUN] == 1
+    assert emf[metrics.ROWS_LOADED] == 250 and emf[metrics.ROWS_FAILED] == 0
+    assert emf[metrics.DURATION_SECONDS] > 0
+
+
+def test_rerun_adds_and_rewrites_nothing(job):
+    job.seed(120)
+    assert job.run().returncode == 0
+    first = job.rows()
+
+    again = job.run()
+
+    assert again.returncode == 0, again.stderr
+    assert job.rows() == first
+    assert emf_lines(again.stdout)[0][metrics.ROWS_LOADED] == 0
+
+
+def test_table_many_times_larger_than_the_batch_is_loaded_exactly_once(job):
+    job.seed(3000)
+
+    done = job.run(ETL_BATCH_SIZE="97", ETL_CONCURRENCY="8")
+
+    assert done.returncode == 0, done.stderr
+    assert business_columns(job.rows()) == expected_rows(3000)
+    loaded = [line for line in log_lines(done.stderr) if line["message"] == "batch loaded"]
+    assert len(loaded) == 31  # ceil(3000 / 97)
+    assert "rows_per_second" in loaded[-1]
+
+
+def test_rows_failing_the_transform_go_to_the_errors_table_and_exit_3(job):
+    job.seed(100)
+
+    done = job.run(ETL_TRANSFORM="tests.etl_job.transforms:fail_on_multiples_of_7")
+
+    assert done.returncode == 3, done.stderr
+    assert_no_traceback(done)
+    assert emf_lines(done.stdout) == []
+    good = [r for r in expected_rows(100) if r["id"] % 7]
+    assert business_columns(job.rows()) == good
+    errors = job.rows(job.errors)
+    assert sorted(e["id"] for e in errors) == list(range(7, 101, 7))
+    assert all(e["error"] == f"ValueError: no service for id {e['id']}" for e in errors)
+    assert {e["run_id"] for e in errors} == {job.rows()[0]["run_id"]}
+    assert all(e["failed_at"] is not None for e in errors)
+
+    # The next run retries only the failed rows; with the default transform they now load.
+    fixed = job.run()
+    assert fixed.returncode == 0, fixed.stderr
+    assert business_columns(job.rows()) == expected_rows(100)
+
+
+def test_a_transform_that_changes_the_key_is_a_row_error(job):
+    job.seed(5)
+
+    done = job.run(ETL_TRANSFORM="tests.etl_job.transforms:change_key")
+
+    assert done.returncode == 3
+    assert [r["id"] for r in job.rows()] == [1, 3, 4, 5]
+    assert "changed the key column" in job.rows(job.errors)[0]["error"]
+
+
+def test_sigterm_stops_cleanly_and_the_next_run_completes_exactly(job):
+    job.seed(600)
+    process = job.start(ETL_TRANSFORM=SLOW, ETL_BATCH_SIZE="50", ETL_CONCURRENCY="4")
+    stderr = []
+    for line in process.stderr:
+        stderr.append(line)
+        if sum('"batch loaded"' in seen for seen in stderr) == 2:
+            process.send_signal(signal.SIGTERM)
+            break
+    _, rest = process.communicate(timeout=60)
+    stderr.append(rest)
+
+    assert process.returncode == 143, "".join(stderr)
+    end = log_lines("".join(stderr))[-1]
+    assert "SIGTERM" in end["message"] and end["exit_code"] == 143
+    partial = job.rows()
+    assert 100 <= len(partial) < 600
+    assert len({r["id"] for r in partial}) == len(partial)
+    assert end["rows_loaded"] == len(partial)
+    assert [t.table_id for t in job.client.list_tables(job.dataset) if "staging" in t.table_id] == []
+
+    done = job.run()
+    assert done.returncode == 0, done.stderr
+    rows = job.rows()
+    assert business_columns(rows) == expected_rows(600)
+    assert len({r["run_id"] for r in rows}) == 2
+
+
+def test_a_run_killed_at_any_point_is_completed_exactly_by_the_next(job):
+    job.seed(400)
+    process = job.start(ETL_TRANSFORM=SLOW, ETL_BATCH_SIZE="40", ETL_CONCURRENCY="4")
+    for line in process.stderr:
+        if '"batch loaded"' in line:
+            process.kill()  # SIGKILL: no cleanup at all, possibly mid-load
+            break
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+    done = job.run()
+
+    assert done.returncode == 0, done.stderr
+    assert business_columns(job.rows()) == expected_rows(400)
+
+
+def test_timeout_stops_cleanly_with_exit_4_and_the_next_run_completes(job):
+    job.seed(1200)  # 6 s of transform work at 4 x 20 ms; the timeout is 3 s
+
+    timed_out = job.run(ETL_TRANSFORM=SLOW, ETL_BATCH_SIZE="50", ETL_CONCURRENCY="4", ETL_TIMEOUT_MINUTES="0.05")
+
+    assert timed_out.returncode == 4, timed_out.stderr
+    assert "timed out" in log_lines(timed_out.stderr)[-1]["message"]
+    assert 0 < job.count() < 1200
+    done = job.run()
+    assert done.returncode == 0
+    assert business_columns(job.rows()) == expected_rows(1200)
+
+
+def test_missing_source_table_is_a_clear_error(job):
+    done = job.run()
+
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    (error,) = [line for line in log_lines(done.stderr) if line["level"] == "ERROR"]
+    assert f"source table {job.source} does not exist (ETL_SOURCE_TABLE)" in error["message"]
+    assert [t.table_id for t in job.client.list_tables(job.dataset)] == []
+
+
+def test_missing_destination_dataset_is_a_clear_error(job):
+    job.seed(3)
+
+    done = job.run(ETL_DESTINATION_TABLE="local-project.no_such_dataset.destination")
+
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    assert "dataset local-project.no_such_dataset of ETL_DESTINATION_TABLE does not exist: create it" in done.stderr
+
+
+def test_missing_key_column_is_a_clear_error(job):
+    job.seed(3)
+
+    done = job.run(ETL_KEY_COLUMN="customer_id")
+
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    assert "no scalar column 'customer_id' (ETL_KEY_COLUMN)" in done.stderr
+
+
+def test_bad_config_lists_every_problem_and_touches_nothing(job):
+    done = job.run(ETL_SOURCE_TABLE=None, ETL_BATCH_SIZE="lots", ETL_TIMEOUT_MINUTES="-1")
+
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    (error,) = log_lines(done.stderr)
+    assert "ETL_SOURCE_TABLE is not set" in error["message"]
+    assert "ETL_BATCH_SIZE='lots' is invalid" in error["message"]
+    assert "ETL_TIMEOUT_MINUTES='-1' is invalid" in error["message"]
+
+
+def test_placeholder_credentials_say_how_to_put_the_real_key(job):
+    done = job.run(BIGQUERY_EMULATOR_HOST=None, GOOGLE_CREDENTIALS_JSON='{"placeholder": "replace me"}')
+
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    assert "GOOGLE_CREDENTIALS_JSON still holds the stack's placeholder" in done.stderr
+    assert "aws secretsmanager put-secret-value --secret-id" in done.stderr
+    assert "replace me" not in done.stderr  # the secret's content is never logged
+
+
+def test_unusable_credentials_and_endpoint_are_clear_errors(job):
+    for overrides, message in [
+        ({"BIGQUERY_EMULATOR_HOST": None, "GOOGLE_CREDENTIALS_JSON": "not json"}, "is not valid JSON"),
+        ({"BIGQUERY_EMULATOR_HOST": "127.0.0.1:9050"}, "include the scheme"),
+    ]:
+        done = job.run(**overrides)
+        assert done.returncode == 1, overrides
+        assert_no_traceback(done)
+        assert message in done.stderr
