@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 STAGE ?= dev
+CDK_ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
@@ -37,7 +38,7 @@ node_modules/.installed: package.json package-lock.json
 setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed ## Install Python, checkov and CDK CLI dependencies (idempotent)
 
 run: setup ## Synthesize the stack and summarize it, then run the job on a local BigQuery
-	$(CDK) synth --no-lookups --quiet -c stage=$(STAGE)
+	$(CDK) synth --no-lookups --quiet -c stage=$(STAGE) $(CDK_ARGS)
 	$(PY) -m dev.summary cdk.out/EtlPipeline-$(STAGE).template.json
 	$(PY) -m dev.demo
 
@@ -49,17 +50,17 @@ audit: setup ## cdk-nag, cfn-lint, checkov and hadolint; report in cdk.out/audit
 	$(PY) -m dev.audit
 
 synth: setup ## Synthesize the CloudFormation template into cdk.out/ (STAGE=dev|prod)
-	$(CDK) synth --no-lookups --quiet -c stage=$(STAGE)
+	$(CDK) synth --no-lookups --quiet -c stage=$(STAGE) $(CDK_ARGS)
 	@echo "cdk.out/EtlPipeline-$(STAGE).template.json"
 
 deploy: setup ## Deploy the stage to the AWS account of your credentials (needs Docker)
-	$(CDK) deploy -c stage=$(STAGE) EtlPipeline-$(STAGE)
+	$(CDK) deploy -c stage=$(STAGE) $(CDK_ARGS) EtlPipeline-$(STAGE)
 
 destroy: setup ## Delete the stage's stack (the Google key secret is kept)
-	$(CDK) destroy -c stage=$(STAGE) EtlPipeline-$(STAGE)
+	$(CDK) destroy -c stage=$(STAGE) $(CDK_ARGS) EtlPipeline-$(STAGE)
 
 diff: setup ## Show what this change does to the STAGE's template, offline (against review/)
-	$(CDK) synth --no-lookups --quiet -c stage=$(STAGE) -o cdk.out/diff-$(STAGE)
+	$(CDK) synth --no-lookups --quiet -c stage=$(STAGE) $(CDK_ARGS) -o cdk.out/diff-$(STAGE)
 	$(PY) -m ops.review normalize cdk.out/diff-$(STAGE)/EtlPipeline-$(STAGE).template.json cdk.out/diff-$(STAGE)/EtlPipeline-$(STAGE).template.json
 	$(CDK) diff --app cdk.out/diff-$(STAGE) --template review/EtlPipeline-$(STAGE).template.json EtlPipeline-$(STAGE)
 

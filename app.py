@@ -11,12 +11,11 @@ from stacks.pipeline_stack import EtlPipelineStack
 
 
 def main() -> None:
-    app = cdk.App()
-    context = app.node.get_all_context()
-    if "defaults" not in context:  # `python app.py` run directly: the CLI did not feed cdk.json
-        context = {**stage_config.read_cdk_json_context(), **context}
+    # cdk.json's context (config and feature flags) also when run as `python app.py`; the CLI's
+    # context, which includes -c values, overrides it.
+    app = cdk.App(context=stage_config.read_cdk_json_context())
     try:
-        config = stage_config.load(context)
+        config = stage_config.load(app.node.get_all_context())
     except stage_config.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

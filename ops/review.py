@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+from stacks import limits
+
 REVIEW_DIR = Path(__file__).resolve().parent.parent / "review"
 STAGES = ("dev", "prod")
 ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
@@ -26,7 +28,7 @@ def normalize(template: dict) -> str:
 
 
 def review_path(stage: str) -> Path:
-    return REVIEW_DIR / f"EtlPipeline-{stage}.template.json"
+    return REVIEW_DIR / f"{limits.STACK_NAME_PREFIX}-{stage}.template.json"
 
 
 def main(argv: list[str]) -> int:

@@ -169,7 +169,8 @@ def load(context: Mapping[str, Any]) -> StageConfig:
             f"config key 'stage': {stage!r} is not a stage in cdk.json; known stages: {', '.join(sorted(stages))}. "
             f"Add it under \"stages\" in cdk.json to create it."
         )
-    _check_unknown(stages[stage], f"cdk.json \"stages\".\"{stage}\"")
+    for name, values in stages.items():
+        _check_unknown(values, f"cdk.json \"stages\".\"{name}\"")
     raw = {**dict.fromkeys(OPTIONAL_KEYS), **defaults, **stages[stage], **overrides, "stage": stage}
     missing = [key for key in KEYS if key not in raw]
     if missing:

@@ -1,18 +1,20 @@
-"""EventBridge schedule expressions: validation, and the longest gap between two runs."""
+"""EventBridge schedule expressions: validation, how often they fire, and the longest gap between runs."""
 
 from __future__ import annotations
 
 import calendar
-import math
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass
+from typing import Union
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\((.*)\)$")
 _UNIT_MINUTES = {"minute": 1, "hour": 60, "day": 24 * 60}
 _MONTHS = {name.upper(): i for i, name in enumerate(calendar.month_abbr) if name}
 _DAYS = {"SUN": 1, "MON": 2, "TUE": 3, "WED": 4, "THU": 5, "FRI": 6, "SAT": 7}
+_SATURDAY = 7
 
 # (name, lowest, highest, names) for the six fields of an EventBridge cron expression.
 _FIELDS = (
@@ -24,8 +26,16 @@ _FIELDS = (
     ("year", 1970, 2199, {}),
 )
 
+# Fixed windows, not today's date, so that synthesis stays deterministic.
+WINDOW_START = dt.date(2026, 1, 1)
+WINDOW_DAYS = 3 * 365 + 1  # 2026-2028
+COST_YEAR = 2027
+ALARM_WINDOW_MAX_MINUTES = 7 * 24 * 60  # CloudWatch: period x evaluation periods <= 7 days
 
-LAST_DAY = 99  # stands for 'L' in day-of-month
+LAST = "L"
+# A day-of-month value is a day number, or LAST for 'L' ('nW', nearest weekday, is taken as n).
+# A day-of-week value is a day number (1 = Sunday), (day, n) for 'day#n', or (day, LAST) for 'dayL'.
+DayOfWeek = Union[int, tuple]
 
 
 class ScheduleError(ValueError):
@@ -34,12 +44,12 @@ class ScheduleError(ValueError):
 
 @dataclass(frozen=True)
 class Cron:
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days_of_month: frozenset[int] | None  # None: '?'; 'L' is LAST_DAY, 'nW' taken as n
-    months: frozenset[int]
-    days_of_week: frozenset[int] | None  # None: '?'; 1 = Sunday as in EventBridge
-    years: frozenset[int]
+    minutes: frozenset
+    hours: frozenset
+    days_of_month: frozenset | None  # None: '?'
+    months: frozenset
+    days_of_week: frozenset | None  # None: '?'
+    years: frozenset
 
 
 def _value(token: str, low: int, high: int, names: dict[str, int], field: str) -> int:
@@ -53,23 +63,37 @@ def _value(token: str, low: int, high: int, names: dict[str, int], field: str) -
     return number
 
 
-def _field(text: str, index: int) -> frozenset[int] | None:
+def _special(part: str, field: str, low: int, high: int, names: dict[str, int]) -> object | None:
+    """The value of an 'L', 'W' or '#' token, or None if ``part`` is an ordinary one."""
+    if field == "day-of-month":
+        if part in ("L", "LW"):
+            return LAST
+        if part.endswith("W"):
+            return _value(part[:-1], low, high, {}, field)
+    if field == "day-of-week":
+        if part == "L":
+            return _SATURDAY  # the last day of the week
+        if part.endswith("L"):
+            return (_value(part[:-1], low, high, names, field), LAST)
+        if "#" in part:
+            day, _, nth = part.partition("#")
+            if nth not in ("1", "2", "3", "4", "5"):
+                raise ScheduleError(f"{field} field: in {part!r} the week of the month must be 1-5")
+            return (_value(day, low, high, names, field), int(nth))
+    return None
+
+
+def _field(text: str, index: int) -> frozenset | None:
     field, low, high, names = _FIELDS[index]
     if text == "?":
         if field not in ("day-of-month", "day-of-week"):
             raise ScheduleError(f"{field} field: '?' is only allowed for day-of-month or day-of-week")
         return None
-    values: set[int] = set()
+    values: set = set()
     for part in text.split(","):
-        if field == "day-of-month" and part in ("L", "LW"):
-            values.add(LAST_DAY)
-            continue
-        if field == "day-of-month" and part.endswith("W"):  # nearest weekday: close enough for gaps
-            values.add(_value(part[:-1], low, high, {}, field))
-            continue
-        if field == "day-of-week" and ("#" in part or part.endswith("L")):
-            day = part.split("#")[0].rstrip("L")
-            values.add(_value(day, low, high, names, field))
+        special = _special(part, field, low, high, names)
+        if special is not None:
+            values.add(special)
             continue
         base, _, step_text = part.partition("/")
         step = 1
@@ -103,8 +127,7 @@ def parse_cron(expression: str) -> Cron:
         )
     if (parts[2] == "?") == (parts[4] == "?"):
         raise ScheduleError("exactly one of day-of-month and day-of-week must be '?', e.g. cron(0 5 * * ? *)")
-    fields = [_field(text, i) for i, text in enumerate(parts)]
-    return Cron(*fields)  # type: ignore[arg-type]
+    return Cron(*[_field(text, i) for i, text in enumerate(parts)])
 
 
 def parse_rate_minutes(expression: str) -> int:
@@ -120,65 +143,66 @@ def parse_rate_minutes(expression: str) -> int:
     return number * _UNIT_MINUTES[unit.rstrip("s")]
 
 
-def validate(expression: str) -> None:
-    """Raise ScheduleError unless ``expression`` is an EventBridge cron or rate expression."""
-    if expression.startswith("rate("):
-        parse_rate_minutes(expression)
-    else:
-        parse_cron(expression)
-        if longest_gap_minutes(expression) is None:
-            raise ScheduleError("this cron expression never fires (checked over 2027-2028)")
+def _weekday_matches(value: DayOfWeek, day: dt.date, last_day_of_month: int) -> bool:
+    weekday = (day.isoweekday() % 7) + 1  # EventBridge: Sunday = 1
+    if isinstance(value, int):
+        return weekday == value
+    wanted, which = value
+    if weekday != wanted:
+        return False
+    return day.day + 7 > last_day_of_month if which == LAST else (day.day - 1) // 7 + 1 == which
 
 
 def _fires_on(cron: Cron, day: dt.date) -> bool:
     if day.month not in cron.months or day.year not in cron.years:
         return False
+    last = calendar.monthrange(day.year, day.month)[1]
     if cron.days_of_month is not None:
-        last = calendar.monthrange(day.year, day.month)[1]
-        return day.day in cron.days_of_month or (LAST_DAY in cron.days_of_month and day.day == last)
-    eventbridge_weekday = (day.isoweekday() % 7) + 1  # Sunday = 1
-    return cron.days_of_week is not None and eventbridge_weekday in cron.days_of_week
+        return day.day in cron.days_of_month or (LAST in cron.days_of_month and day.day == last)
+    return any(_weekday_matches(value, day, last) for value in cron.days_of_week or ())
+
+
+def _firing_days(cron: Cron, start: dt.date, days: int) -> list[int]:
+    return [offset for offset in range(days) if _fires_on(cron, start + dt.timedelta(days=offset))]
+
+
+def validate(expression: str) -> None:
+    """Raise ScheduleError unless ``expression`` is an EventBridge cron or rate expression that fires."""
+    if expression.startswith("rate("):
+        parse_rate_minutes(expression)
+    elif not _firing_days(parse_cron(expression), WINDOW_START, WINDOW_DAYS):
+        raise ScheduleError(f"this cron expression never fires (checked over {WINDOW_START.year}-{WINDOW_START.year + 2})")
 
 
 def runs_per_year(expression: str) -> int:
-    """How many times the schedule starts the job in a year (2027: fixed, so output is deterministic)."""
+    """How many times the schedule starts the job in a year (COST_YEAR)."""
     if expression.startswith("rate("):
         return 365 * 24 * 60 // parse_rate_minutes(expression)
     cron = parse_cron(expression)
-    days = sum(_fires_on(cron, dt.date(2027, 1, 1) + dt.timedelta(days=d)) for d in range(365))
-    return days * len(cron.hours) * len(cron.minutes)
+    return len(_firing_days(cron, dt.date(COST_YEAR, 1, 1), 365)) * len(cron.hours) * len(cron.minutes)
 
 
-def longest_gap_minutes(expression: str, start: dt.date = dt.date(2027, 1, 1), days: int = 731) -> int | None:
-    """The longest time between two consecutive runs over ``days`` from ``start`` (None if < 2 runs).
-
-    The window is fixed, not today, so that synthesis stays deterministic.
-    """
+def longest_gap_minutes(expression: str) -> int | None:
+    """The longest time between two consecutive runs within the window (None if it runs less than twice)."""
     if expression.startswith("rate("):
         return parse_rate_minutes(expression)
     cron = parse_cron(expression)
-    times_of_day = sorted(h * 60 + m for h in cron.hours for m in cron.minutes)
-    previous: int | None = None
-    longest: int | None = None
-    for offset in range(days):
-        day = start + dt.timedelta(days=offset)
-        if not _fires_on(cron, day):
-            continue
-        for minute in times_of_day:
-            now = offset * 24 * 60 + minute
-            if previous is not None:
-                longest = max(longest or 0, now - previous)
-            previous = now
-    return longest
-
-
-ALARM_WINDOW_MAX_MINUTES = 7 * 24 * 60  # CloudWatch: period x evaluation periods <= 7 days
+    times = sorted(h * 60 + m for h in cron.hours for m in cron.minutes)
+    within_day = max((b - a for a, b in zip(times, times[1:])), default=None)
+    days = _firing_days(cron, WINDOW_START, WINDOW_DAYS)
+    between_days = max(
+        ((b * 1440 + times[0]) - (a * 1440 + times[-1]) for a, b in zip(days, days[1:])), default=None
+    )
+    gaps = [gap for gap in (within_day if days else None, between_days) if gap is not None]
+    return max(gaps) if gaps else None
 
 
 def missed_run_window_minutes(schedule: str, timeout_minutes: int) -> int | None:
     """How long without a successful run before the missed-run alarm fires: the longest gap between
-    two scheduled starts plus the run timeout, in whole hours; None when that exceeds CloudWatch's 7 days."""
+    two scheduled starts plus the run timeout, in whole hours; None when the schedule runs less than
+    twice, or when that exceeds the 7 days CloudWatch can look back."""
     gap = longest_gap_minutes(schedule)
-    assert gap is not None, "validated config always fires"
+    if gap is None:
+        return None
     window = math.ceil((gap + timeout_minutes) / 60) * 60
     return window if window <= ALARM_WINDOW_MAX_MINUTES else None

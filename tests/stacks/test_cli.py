@@ -45,6 +45,13 @@ def test_cli_synth_is_offline_quiet_and_byte_identical(tmp_path: Path) -> None:
     for noise in ("NOTICES", "newer version", "telemetry"):
         assert noise not in first.stdout + first.stderr
 
+    # `python app.py` without the CLI builds the same template: it reads cdk.json's flags too.
+    env = offline_env(tmp_path)
+    env["CDK_OUTDIR"] = str(tmp_path / "direct")
+    direct = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert direct.returncode == 0, direct.stderr
+    assert (tmp_path / "direct" / "EtlPipeline-dev.template.json").read_bytes() == one
+
 
 @pytest.mark.skipif(not CDK.exists(), reason="run through `make test`, which installs the pinned CDK CLI")
 def test_cli_rejects_a_bad_value_with_a_short_message(tmp_path: Path) -> None:

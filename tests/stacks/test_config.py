@@ -141,10 +141,11 @@ def test_unknown_keys_that_look_like_typos(typo: str, suggestion: str) -> None:
         build_config(**{typo: "1"})
 
 
-def test_unknown_key_in_a_stage_is_rejected() -> None:
-    context = {**CDK_JSON_CONTEXT, "stages": {**CDK_JSON_CONTEXT["stages"], "dev": {"cpus": 512}}}
-    with pytest.raises(ConfigError, match="unknown config key 'cpus' in cdk.json \"stages\".\"dev\".*'cpu'"):
-        load(context)
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_unknown_key_in_any_stage_is_rejected_whichever_stage_is_built(stage: str) -> None:
+    context = {**CDK_JSON_CONTEXT, "stages": {**CDK_JSON_CONTEXT["stages"], stage: {"cpus": 512}}}
+    with pytest.raises(ConfigError, match=f"unknown config key 'cpus' in cdk.json \"stages\".\"{stage}\".*'cpu'"):
+        load({**context, "stage": "dev"})
 
 
 def test_cdk_own_context_keys_are_not_mistaken_for_typos() -> None:
