@@ -16,21 +16,11 @@ from typing import Any, Callable
 
 import pytest
 
-from dev.audit import CONFIGURATIONS
+from dev.audit import CONFIGURATIONS, RESOURCE_POLICIES, as_list, statements
 from tests.stacks.conftest import synth
 
 ETL_JOB_DIR = Path(__file__).resolve().parents[2] / "etl_job"
 
-# Where each resource type keeps its resource-based policy.
-RESOURCE_POLICIES = {
-    "AWS::SQS::QueuePolicy": "PolicyDocument",
-    "AWS::SNS::TopicPolicy": "PolicyDocument",
-    "AWS::KMS::Key": "KeyPolicy",
-    "AWS::SecretsManager::ResourcePolicy": "ResourcePolicy",
-    "AWS::S3::BucketPolicy": "PolicyDocument",
-    "AWS::Logs::ResourcePolicy": "PolicyDocument",
-    "AWS::ECR::Repository": "RepositoryPolicyText",
-}
 IDENTITY_POLICIES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
 # Property names that mean "this resource carries permissions": a type holding one must be checked here.
 _POLICY_PROPERTIES = {"PolicyDocument", "KeyPolicy", "ResourcePolicy", "RepositoryPolicyText", "Policies", "AssumeRolePolicyDocument"}
@@ -58,16 +48,6 @@ def template(name: str) -> Template:
     return synth(**CONFIGURATIONS[name]).to_json()
 
 
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def statements_of(document: Any) -> list[Statement]:
-    if isinstance(document, str):
-        document = json.loads(document)
-    return as_list(document["Statement"])
-
-
 def resources_of(template: Template, *types: str) -> dict[str, dict[str, Any]]:
     return {k: r for k, r in template["Resources"].items() if r["Type"] in types}
 
@@ -78,10 +58,10 @@ def role_statements(template: Template) -> dict[str, list[Statement]]:
     granted: dict[str, list[Statement]] = {role_id: [] for role_id in roles}
     for role_id, role in roles.items():
         for policy in role["Properties"].get("Policies", []):
-            granted[role_id] += statements_of(policy["PolicyDocument"])
+            granted[role_id] += statements(policy["PolicyDocument"])
     for policy in resources_of(template, *IDENTITY_POLICIES).values():
         for role in policy["Properties"].get("Roles", []):
-            granted[role["Ref"]] += statements_of(policy["Properties"]["PolicyDocument"])
+            granted[role["Ref"]] += statements(policy["Properties"]["PolicyDocument"])
     return granted
 
 
@@ -89,7 +69,7 @@ def identity_statements(template: Template) -> list[tuple[str, Statement]]:
     found = [(role_id, s) for role_id, granted in role_statements(template).items() for s in granted]
     for policy_id, policy in resources_of(template, *IDENTITY_POLICIES).items():
         if not policy["Properties"].get("Roles"):  # attached to users or groups: still checked
-            found += [(policy_id, s) for s in statements_of(policy["Properties"]["PolicyDocument"])]
+            found += [(policy_id, s) for s in statements(policy["Properties"]["PolicyDocument"])]
     return found
 
 
@@ -98,7 +78,7 @@ def resource_policy_statements(template: Template) -> list[tuple[str, Statement]
     for logical_id, resource in resources_of(template, *RESOURCE_POLICIES).items():
         document = resource["Properties"].get(RESOURCE_POLICIES[resource["Type"]])
         if document is not None:
-            found += [(logical_id, s) for s in statements_of(document)]
+            found += [(logical_id, s) for s in statements(document)]
     return found
 
 
@@ -111,7 +91,7 @@ def role_of(template: Template, service: str) -> list[str]:
     return [
         role_id
         for role_id, role in resources_of(template, "AWS::IAM::Role").items()
-        for s in statements_of(role["Properties"]["AssumeRolePolicyDocument"])
+        for s in statements(role["Properties"]["AssumeRolePolicyDocument"])
         if service in as_list(s.get("Principal", {}).get("Service", []))
     ]
 
@@ -178,7 +158,7 @@ def untrusted_role_principals(template: Template) -> list[str]:
     """Roles are for AWS services of this stack, never for another account or anyone."""
     found = []
     for role_id, role in resources_of(template, "AWS::IAM::Role").items():
-        for s in statements_of(role["Properties"]["AssumeRolePolicyDocument"]):
+        for s in statements(role["Properties"]["AssumeRolePolicyDocument"]):
             if set(s.get("Principal", {})) != {"Service"}:
                 found.append(f"{role_id}: may be assumed by {s.get('Principal')}")
         found += [f"{role_id}: managed policy {arn}" for arn in role["Properties"].get("ManagedPolicyArns", [])]
