@@ -35,8 +35,8 @@ CONFIGURATIONS: dict[str, dict[str, str]] = {
         "stage": "dev",
         "capacity": "spot",
         "log_kms_key": "true",
+        "secret_kms_key": "true",
         "alarm_email": "ops@example.com",
-        "google_credentials_secret": "prod/google-etl-key",
     },
     "dev-existing-vpc": {
         "stage": "dev",

@@ -51,6 +51,7 @@ class StageConfig:
     log_retention_days: int
     log_removal_policy: str
     log_kms_key: bool
+    secret_kms_key: bool
     vpc_id: str | None
     subnet_ids: tuple[str, ...]
     assign_public_ip: bool
@@ -226,6 +227,7 @@ def load(context: Mapping[str, Any]) -> StageConfig:
         log_retention_days=retention,
         log_removal_policy=_choice("log_removal_policy", raw["log_removal_policy"], limits.REMOVAL_POLICIES),
         log_kms_key=_bool("log_kms_key", raw["log_kms_key"]),
+        secret_kms_key=_bool("secret_kms_key", raw["secret_kms_key"]),
         vpc_id=vpc_id,
         subnet_ids=subnet_ids,
         assign_public_ip=_bool("assign_public_ip", raw["assign_public_ip"]),

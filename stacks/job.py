@@ -54,7 +54,7 @@ class EtlJob(Construct):
         super().__init__(scope, construct_id)
         cpu_architecture, platform = _PLATFORMS[config.architecture]
 
-        self.secret = self._google_secret(config.google_credentials_secret)
+        self.secret = self._google_secret(config.google_credentials_secret, config.secret_kms_key)
         self.log_group = self._log_group(config)
 
         self.task_definition = ecs.FargateTaskDefinition(
@@ -105,12 +105,22 @@ class EtlJob(Construct):
     def execution_role(self) -> iam.IRole:
         return self.task_definition.obtain_execution_role()
 
-    def _google_secret(self, existing: str | None) -> secretsmanager.ISecret:
+    def _google_secret(self, existing: str | None, customer_managed_key: bool) -> secretsmanager.ISecret:
         if existing is None:
+            key = None
+            if customer_managed_key:
+                key = kms.Key(
+                    self,
+                    "SecretKey",
+                    description="Encrypts the Google key secret of the ETL job",
+                    enable_key_rotation=True,
+                    removal_policy=RemovalPolicy.RETAIN,  # the secret is retained, so its key must be too
+                )
             secret = secretsmanager.Secret(
                 self,
                 "GoogleCredentials",
                 description="Google service-account key (JSON) the ETL job uses for BigQuery",
+                encryption_key=key,
                 secret_string_value=SecretValue.unsafe_plain_text(SECRET_PLACEHOLDER),
                 # A destroy must never lose the key: the secret outlives the stack.
                 removal_policy=RemovalPolicy.RETAIN,
@@ -122,13 +132,14 @@ class EtlJob(Construct):
                 "Manager rotation Lambda would need key-admin rights in the GCP project. Rotate it in GCP and "
                 "put the new key with the command in the README; Workload Identity Federation removes the key.",
             )
-            skip_checkov(
-                secret,
-                "CKV_AWS_149",
-                "Encrypted at rest with the AWS-managed key aws/secretsmanager. A customer-managed key costs ~$1 a "
-                "month and would only add a key policy on top of the IAM policy that already lets nothing but this "
-                "job's execution role read the secret.",
-            )
+            if key is None:
+                skip_checkov(
+                    secret,
+                    "CKV_AWS_149",
+                    "Encrypted at rest with the AWS-managed key aws/secretsmanager. A customer-managed key costs ~$1 a "
+                    "month and would only add a key policy on top of the IAM policy that already lets nothing but this "
+                    "job's execution role read the secret; set secret_kms_key for a stage whose policy requires one.",
+                )
             return secret
         if not existing.startswith("arn:"):
             return secretsmanager.Secret.from_secret_name_v2(self, "GoogleCredentials", existing)

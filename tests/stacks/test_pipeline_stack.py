@@ -113,6 +113,20 @@ def test_created_secret_holds_a_placeholder_and_survives_destroy(dev: Template) 
     assert "private_key" not in json.dumps(dev.to_json())
 
 
+def test_optional_customer_managed_key_for_the_secret_which_the_execution_role_may_decrypt_with() -> None:
+    template = synth(secret_kms_key="true")
+    (key_id,) = [k for k in template.find_resources("AWS::KMS::Key") if k.startswith("JobSecretKey")]
+    key = template.find_resources("AWS::KMS::Key")[key_id]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert key["DeletionPolicy"] == "Retain"  # the secret outlives the stack, so must its key
+    template.has_resource_properties("AWS::SecretsManager::Secret", {"KmsKeyId": {"Fn::GetAtt": [key_id, "Arn"]}})
+    execution_role = {"Fn::GetAtt": [role_id(template, "ExecutionRole"), "Arn"]}
+    (decrypt,) = [s for s in key["Properties"]["KeyPolicy"]["Statement"] if s["Principal"] == {"AWS": execution_role}]
+    assert decrypt["Action"] == "kms:Decrypt"
+    assert "secretsmanager." in json.dumps(decrypt["Condition"]["StringEquals"]["kms:ViaService"])
+    assert "CKV_AWS_149" not in json.dumps(only(template, "AWS::SecretsManager::Secret")[1].get("Metadata", {}))
+
+
 def test_existing_secret_by_name_creates_no_secret() -> None:
     template = synth(google_credentials_secret="prod/google-etl-key")
     template.resource_count_is("AWS::SecretsManager::Secret", 0)
