@@ -2,21 +2,23 @@
 
 The process, top to bottom (this module): read and validate the configuration (``config``),
 install the SIGTERM handler and timeout, skip if an older run is still going (``overlap``),
-resolve Google credentials (``credentials``), then run the pipeline (``pipeline``: extract →
-``transform`` → load, through the BigQuery adapter ``bigquery_io``) and turn its outcome into
-log lines, a metric and an exit code.
+resolve Google credentials (``credentials``), import the transform (ETL_TRANSFORM), then run the
+pipeline (``pipeline``: extract → ``transform`` → load, through the BigQuery adapter ``bigquery_io``)
+and turn its outcome into log lines, a metric and an exit code.
 
 Exit codes:
     0    success: every source row is in the destination (prints the SuccessfulRun metric line)
-    1    fatal: bad configuration or credentials, missing source table, BigQuery failure
-    3    finished, but some rows failed the transform (see ``<destination>_errors``)
+    1    fatal: bad configuration, credentials or transform module, missing source table, BigQuery failure
+    3    finished, but some source rows are not in the destination: the transform failed them or
+         their key is duplicated (both in ``<destination>_errors``), or their key is NULL (counted in the log)
     4    timed out (ETL_TIMEOUT_MINUTES) and stopped cleanly; the next run continues
     5    skipped: an older run of this job is still going (ECS only)
     130  interrupted by SIGINT (Ctrl-C), stopped cleanly
     143  interrupted by SIGTERM (Spot interruption, ``ecs stop-task``), stopped cleanly
 
-Stopping cleanly means: no new batch is started, the batch in flight is loaded (transforms still
-running after 30 s are abandoned) and the next run picks up every row not loaded.
+Stopping cleanly means: no new batch is started, the batch in flight is loaded, and the next run
+picks up every row not loaded. Transforms still running 30 s after the stop are abandoned, and
+BigQuery work still in flight 90 s after it (before ECS's SIGKILL at 120 s); see ``stopping``.
 """
 
 from __future__ import annotations
@@ -29,30 +31,17 @@ import threading
 import time
 
 from etl_job import config as config_module
-from etl_job import credentials, logs, metrics, overlap
+from etl_job import credentials, logs, metrics, overlap, stopping
 from etl_job.errors import ExitCode, JobError
 from etl_job.logs import fields
 
 log = logging.getLogger("etl_job")
 
 
-class _Stop:
-    """Why the run was asked to stop (first reason wins), and the event the pipeline watches."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.code: ExitCode | None = None
-
-    def request(self, code: ExitCode) -> None:
-        if self.code is None:
-            self.code = code
-        self.event.set()
-
-
 def main() -> int:
     """Run the job once; return the exit code."""
     started = time.monotonic()
-    stop = _Stop()
+    stop = stopping.Stop()
     signal.signal(signal.SIGTERM, lambda *_: stop.request(ExitCode.INTERRUPTED_SIGTERM))
     signal.signal(signal.SIGINT, lambda *_: stop.request(ExitCode.INTERRUPTED_SIGINT))
 
@@ -71,16 +60,16 @@ def main() -> int:
 
     log.info("job starting", extra=fields(**config.summary()))
     try:
-        auth = credentials.resolve(os.environ)
-        log.info("using Google credentials", extra=fields(credentials=auth.description))
         if overlap.older_run_in_progress(os.environ):
             return ExitCode.SKIPPED_OVERLAP
-        transform = config_module.import_transform(config.transform)
+        auth = credentials.resolve(os.environ)
+        log.info("using Google credentials", extra=fields(credentials=auth.description))
+        transform, output_columns = config_module.import_transform(config.transform)
         from etl_job import bigquery_io, pipeline  # the google client is slow to import: only when needed
 
-        bq = bigquery_io.BigQuery(auth, project=config.destination_table.project)
+        bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop)
         try:
-            result = pipeline.run(config, bq, transform, stop.event)
+            result = pipeline.run(config, bq, transform, stop, output_columns=output_columns)
         except bigquery_io.ERRORS as exc:
             log.debug("BigQuery error detail", exc_info=True)
             log.error(bigquery_io.describe_error(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
@@ -94,7 +83,7 @@ def main() -> int:
 
     if not result.complete:
         code = stop.code or ExitCode.FATAL
-    elif result.rows_failed:
+    elif result.rows_failed or result.rows_null_key:
         code = ExitCode.ROWS_FAILED
     else:
         code = ExitCode.OK
@@ -104,7 +93,8 @@ def main() -> int:
         _ENDINGS[code],
         extra=fields(
             exit_code=int(code), run_id=result.run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
-            rows_failed=result.rows_failed, rows_abandoned=result.rows_abandoned, batches=result.batches,
+            rows_failed=result.rows_failed, rows_duplicate_key=result.rows_duplicate_key,
+            rows_null_key=result.rows_null_key, rows_abandoned=result.rows_abandoned, batches=result.batches,
             duration_seconds=round(duration, 3),
             rows_per_second=round(result.rows_read / result.seconds, 1) if result.seconds else 0.0,
             **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.timings.items()},
@@ -118,7 +108,8 @@ def main() -> int:
 
 _ENDINGS = {
     ExitCode.OK: "job finished",
-    ExitCode.ROWS_FAILED: "job finished, but some rows failed the transform; see the errors table",
+    ExitCode.ROWS_FAILED: "job finished, but some source rows are not in the destination: rows_failed are in "
+                          "the errors table, rows_null_key have no key",
     ExitCode.TIMED_OUT: "job timed out and stopped cleanly; the next run continues from here",
     ExitCode.INTERRUPTED_SIGTERM: "job stopped by SIGTERM; the next run continues from here",
     ExitCode.INTERRUPTED_SIGINT: "job stopped by Ctrl-C; the next run continues from here",

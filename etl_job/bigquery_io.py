@@ -1,11 +1,13 @@
-"""The BigQuery adapter: every call the job makes, each with a bounded retry and timeout."""
+"""The BigQuery adapter: every call the job makes, each with a bounded retry and timeout, and stoppable."""
 
 from __future__ import annotations
 
 import base64
 import datetime
 import decimal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
 
 import requests
 from google.api_core import exceptions as api_exceptions
@@ -14,6 +16,7 @@ from google.auth import exceptions as auth_exceptions
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
+from etl_job import stopping
 from etl_job.config import TableId
 from etl_job.credentials import GoogleAuth
 
@@ -31,6 +34,10 @@ ERRORS = (
     TimeoutError,  # concurrent.futures.TimeoutError is this in Python 3.11
     requests.exceptions.RequestException,  # e.g. the endpoint is unreachable
 )
+
+
+class Abandoned(Exception):
+    """A BigQuery call given up on because the run is stopping; a job it started may still complete."""
 
 
 def describe_error(exc: BaseException) -> str:
@@ -54,23 +61,30 @@ def describe_error(exc: BaseException) -> str:
 
 
 class BigQuery:
-    """The job's view of BigQuery: tables, paged queries, load jobs and DML, each waited for."""
+    """The job's view of BigQuery: tables, paged queries, load jobs and DML, each waited for until the run stops.
 
-    def __init__(self, auth: GoogleAuth, project: str) -> None:
+    Every call waits in short slices and gives up (raises ``Abandoned``) once the run is stopping:
+    reads at once, writes that settle the batch in flight (``settle``) at the stop deadline. A job
+    given up on is asked to cancel; a load or a MERGE is atomic, so it either committed or not, and
+    the next run redoes whatever is not in the destination.
+    """
+
+    def __init__(self, auth: GoogleAuth, project: str, stop: stopping.Stop | None = None) -> None:
         options = ClientOptions(api_endpoint=auth.endpoint) if auth.endpoint else None
         self.client = bigquery.Client(project=project, credentials=auth.credentials, client_options=options)
+        self._stop = stop or stopping.Stop()
 
     def get_table(self, table: TableId) -> bigquery.Table | None:
         """The table's metadata, or None if it does not exist."""
         try:
-            return self.client.get_table(str(table), retry=RETRY)
+            return self._wait(lambda: self.client.get_table(str(table), retry=RETRY))
         except api_exceptions.NotFound:
             return None
 
     def dataset_exists(self, table: TableId) -> bool:
         """Whether the table's dataset exists."""
         try:
-            self.client.get_dataset(f"{table.project}.{table.dataset}", retry=RETRY)
+            self._wait(lambda: self.client.get_dataset(f"{table.project}.{table.dataset}", retry=RETRY))
         except api_exceptions.NotFound:
             return False
         return True
@@ -81,12 +95,20 @@ class BigQuery:
         definition = bigquery.Table(str(table), schema=schema)
         definition.clustering_fields = clustering
         definition.expires = expires
-        self.client.create_table(definition, exists_ok=True, retry=RETRY)
-        return self.client.get_table(str(table), retry=RETRY)
+        self._wait(lambda: self.client.create_table(definition, exists_ok=True, retry=RETRY))
+        return self._wait(lambda: self.client.get_table(str(table), retry=RETRY))
 
     def delete_table(self, table: TableId) -> None:
-        """Drop the table if it exists."""
-        self.client.delete_table(str(table), not_found_ok=True, retry=RETRY, timeout=30)
+        """Drop the table if it exists (waits until the stop deadline: it is the run's cleanup)."""
+        self._wait(lambda: self.client.delete_table(str(table), not_found_ok=True, retry=RETRY, timeout=30),
+                   settle=True)
+
+    def query_value(self, sql: str):
+        """The first column of the first row of a query's result."""
+        job = self._wait(lambda: self.client.query(sql, retry=RETRY, job_retry=JOB_RETRY))
+        rows = self._wait(lambda: list(job.result(retry=RETRY, timeout=JOB_TIMEOUT_SECONDS, job_retry=JOB_RETRY)),
+                          job=job)
+        return rows[0][0]
 
     def query_pages(self, sql: str, parameters: list, page_size: int) -> Iterator[list[dict]]:
         """Run one query and yield its result a page of at most ``page_size`` rows at a time.
@@ -94,17 +116,21 @@ class BigQuery:
         The client fetches the next page only when asked, so memory is bounded by the page size
         however large the result.
         """
-        job = self.client.query(
-            sql, job_config=bigquery.QueryJobConfig(query_parameters=parameters), retry=RETRY, job_retry=JOB_RETRY
+        job_config = bigquery.QueryJobConfig(query_parameters=parameters)
+        job = self._wait(lambda: self.client.query(sql, job_config=job_config, retry=RETRY, job_retry=JOB_RETRY))
+        rows = self._wait(
+            lambda: job.result(page_size=page_size, retry=RETRY, timeout=JOB_TIMEOUT_SECONDS, job_retry=JOB_RETRY),
+            job=job,
         )
-        rows = job.result(page_size=page_size, retry=RETRY, timeout=JOB_TIMEOUT_SECONDS, job_retry=JOB_RETRY)
-        for page in rows.pages:
-            yield [dict(row.items()) for row in page]
+        pages = iter(rows.pages)
+        while (page := self._wait(lambda: _next_page(pages), job=job)) is not None:
+            yield page
 
     def run_dml(self, sql: str) -> int | None:
         """Run a DML statement (MERGE, DELETE, ...), wait for it, return the rows it changed."""
-        job = self.client.query(sql, retry=RETRY, job_retry=JOB_RETRY)
-        job.result(retry=RETRY, timeout=JOB_TIMEOUT_SECONDS, job_retry=JOB_RETRY)
+        job = self._wait(lambda: self.client.query(sql, retry=RETRY, job_retry=JOB_RETRY), settle=True)
+        self._wait(lambda: job.result(retry=RETRY, timeout=JOB_TIMEOUT_SECONDS, job_retry=JOB_RETRY),
+                   settle=True, job=job)
         return job.num_dml_affected_rows
 
     def load_rows(self, rows: list[dict], table: TableId, schema: list[bigquery.SchemaField], *,
@@ -115,13 +141,46 @@ class BigQuery:
             write_disposition=write_disposition,
             source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
         )
-        job = self.client.load_table_from_json(
+        job = self._wait(lambda: self.client.load_table_from_json(
             [{column: to_json(value) for column, value in row.items()} for row in rows],
             str(table),
             job_config=job_config,
             timeout=RETRY_DEADLINE_SECONDS,
-        )
-        job.result(retry=RETRY, timeout=JOB_TIMEOUT_SECONDS)
+        ), settle=True)
+        self._wait(lambda: job.result(retry=RETRY, timeout=JOB_TIMEOUT_SECONDS), settle=True, job=job)
+
+    def _wait(self, call: Callable, *, settle: bool = False, job=None):
+        """Make the blocking client call on a helper thread; return its result unless the run stops first.
+
+        Gives up when a stop is requested, or with ``settle`` when the stop deadline passes; a client
+        call cannot be interrupted, so it is left to finish (or fail) on its own daemon thread.
+        """
+        outcome: futures.Future = futures.Future()
+
+        def target() -> None:
+            try:
+                outcome.set_result(call())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                outcome.set_exception(exc)
+
+        threading.Thread(target=target, name="bigquery-call", daemon=True).start()
+        while not futures.wait([outcome], timeout=stopping.POLL_SECONDS).done:
+            if self._stop.past(stopping.DEADLINE_SECONDS) or (self._stop.is_set() and not settle):
+                if job is not None:
+                    self._cancel(job)
+                raise Abandoned(f"gave up waiting for BigQuery{f' job {job.job_id}' if job is not None else ''}")
+        return outcome.result()
+
+    def _cancel(self, job) -> None:
+        try:
+            self.client.cancel_job(job.job_id, location=job.location, retry=None, timeout=5)
+        except Exception:  # noqa: BLE001 - best effort: the run is ending either way
+            pass
+
+
+def _next_page(pages: Iterator) -> list[dict] | None:
+    page = next(pages, None)
+    return None if page is None else [dict(row.items()) for row in page]
 
 
 def to_json(value):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -25,9 +26,14 @@ MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("json", "text")
 
-# Strict on purpose: table and column names are quoted into SQL, so no backticks or spaces.
-_TABLE_ID = re.compile(r"^(?P<project>[a-z][a-z0-9.:-]{4,61}[a-z0-9])\.(?P<dataset>\w{1,1024})\.(?P<table>[\w-]{1,1024})$")
-_COLUMN = re.compile(r"^[A-Za-z_]\w{0,299}$")
+# BigQuery's rules, ASCII only: a project id (6-30 characters, optionally domain-scoped as
+# example.com:my-project), a dataset, a table (BigQuery also allows Unicode and spaces in table
+# names; refused here on purpose, as names are quoted into SQL). No partition decorator ($).
+_TABLE_ID = re.compile(
+    r"(?P<project>(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9])\.(?P<dataset>[A-Za-z0-9_]{1,1024})"
+    r"\.(?P<table>[A-Za-z0-9_-]{1,1024})"
+)
+_COLUMN = re.compile(r"[A-Za-z_]\w{0,299}", re.ASCII)
 _STAGE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TRANSFORM_SPEC = re.compile(r"^[\w.]+:\w+$")
 
@@ -97,7 +103,7 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
         if not value:
             problems.append(f"{name} is not set: set it to a table as project.dataset.table")
             return None
-        match = _TABLE_ID.match(value)
+        match = _TABLE_ID.fullmatch(value)
         if not match:
             problems.append(
                 f"{name}={value!r} is not a table id: use project.dataset.table "
@@ -106,7 +112,7 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
             return None
         return TableId(**match.groupdict())
 
-    def number(name: str, default: float, cast: type, low: float, high: float | None) -> float:
+    def number(name: str, default: float, cast: type, low: float, high: float) -> float:
         raw = env.get(name, "").strip()
         if not raw:
             return default
@@ -114,10 +120,11 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
             value = cast(raw)
         except ValueError:
             value = None
-        if value is None or value != value or value < low or (high is not None and value > high):
-            upper = f" and at most {high}" if high is not None else ""
-            kind = "a whole number" if cast is int else "a number"
-            problems.append(f"{name}={raw!r} is invalid: use {kind} of at least {low}{upper}")
+        # Whole numbers may equal ``low``; other numbers (minutes) must be above it.
+        if value is None or not low <= value <= high or (cast is float and value == low):
+            rule = (f"a whole number from {low} to {high}" if cast is int
+                    else f"a number above {low:g} and at most {high:g}")
+            problems.append(f"{name}={raw!r} is invalid: use {rule}, or unset it")
             return default
         return value
 
@@ -139,14 +146,12 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
         )
 
     key_column = env.get(contract.KEY_COLUMN, "").strip() or DEFAULT_KEY_COLUMN
-    if not _COLUMN.match(key_column):
+    if not _COLUMN.fullmatch(key_column):
         problems.append(f"{contract.KEY_COLUMN}={key_column!r} is not a column name: use letters, digits and _")
 
     batch_size = number(contract.BATCH_SIZE, DEFAULT_BATCH_SIZE, int, 1, MAX_BATCH_SIZE)
     concurrency = number(contract.CONCURRENCY, DEFAULT_CONCURRENCY, int, 1, MAX_CONCURRENCY)
     timeout = number(contract.TIMEOUT_MINUTES, 0.0, float, 0.0, MAX_TIMEOUT_MINUTES)
-    if env.get(contract.TIMEOUT_MINUTES, "").strip() and timeout == 0:
-        problems.append(f"{contract.TIMEOUT_MINUTES}=0 is invalid: use a positive number of minutes, or unset it")
 
     log_level = choice(contract.LOG_LEVEL, DEFAULT_LOG_LEVEL, LOG_LEVELS, str.upper)
     log_format = choice(contract.LOG_FORMAT, "text" if is_tty else "json", LOG_FORMATS, str.lower)
@@ -175,13 +180,43 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
     )
 
 
-def import_transform(spec: str) -> Callable[[dict], dict]:
-    """Import the transform function named ``module:function``."""
+def import_transform(spec: str) -> tuple[Callable[[dict], dict], dict[str, str]]:
+    """Import the transform ``module:function``; return it and its module's ``OUTPUT_COLUMNS`` (name → type)."""
     module_name, _, function_name = spec.partition(":")
+    named = f"{TRANSFORM}={spec!r}"
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as exc:
-        raise JobError(f"{TRANSFORM}={spec!r} cannot be imported ({exc}): check the module and function name") from None
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
+            raise JobError(f"{named} cannot be imported (no module {exc.name!r}): check the module name") from None
+        raise JobError(
+            f"{named} cannot be imported: it imports {exc.name!r}, which is not installed; "
+            "add it to etl_job/requirements.txt"
+        ) from None
+    except SyntaxError as exc:
+        raise JobError(
+            f"{named} cannot be imported: syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}; fix that line"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - anything the module's top level raises
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise JobError(
+            f"{named} cannot be imported: {type(exc).__name__}: {str(exc)[:300]} "
+            f"(raised in {where.filename}, line {where.lineno}); fix the module's top-level code"
+        ) from None
+    function = getattr(module, function_name, None)
+    if function is None:
+        raise JobError(
+            f"{named} cannot be imported (module {module_name!r} has no {function_name!r}): check the function name"
+        )
     if not callable(function):
-        raise JobError(f"{TRANSFORM}={spec!r} is not a function: point it at a function taking and returning a row dict")
-    return function
+        raise JobError(f"{named} is not a function: point it at a function taking and returning a row dict")
+    columns = getattr(module, "OUTPUT_COLUMNS", None) or {}
+    if not isinstance(columns, Mapping) or not all(
+        isinstance(name, str) and _COLUMN.fullmatch(name) and isinstance(kind, str) and kind.isidentifier()
+        for name, kind in columns.items()
+    ):
+        raise JobError(
+            f"{module_name}.OUTPUT_COLUMNS={columns!r} is invalid: map each new column name to a BigQuery type, "
+            "e.g. {'sentiment': 'FLOAT64'}"
+        )
+    return function, dict(columns)

@@ -3,10 +3,12 @@
 Only on ECS (``ECS_CONTAINER_METADATA_URI_V4`` set). Calls ``ecs:ListTasks`` and, when another
 task is found, ``ecs:DescribeTasks`` (to compare start times), both on this task's own cluster.
 
-If the check itself fails (metadata endpoint or ECS API unreachable, permission denied) the run
-goes ahead with a warning: fail open. Correctness never depends on this check (the pipeline is
-idempotent: overlapping runs cannot duplicate or lose rows, they only repeat work), while
-failing closed would silently skip every scheduled run until someone fixed a permission.
+This check is what keeps two runs from loading at the same time. Overlapping runs never lose
+rows, but they can write a key twice: each reads the same missing keys, and BigQuery may commit
+two concurrent MERGEs that only insert. If the check itself fails (metadata endpoint or ECS API
+unreachable, permission denied) the run goes ahead with a warning: fail open, because failing
+closed would silently skip every scheduled run until someone fixed a permission. So a failed
+check while another run is still going can double rows; the warning says so.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def older_run_in_progress(env: Mapping[str, str]) -> bool:
         return _check(uri)
     except Exception as exc:  # noqa: BLE001 - fail open, see the module docstring
         log.warning(
-            "could not check for an overlapping run; going ahead",
+            "could not check for an overlapping run; going ahead (if another run is going, keys may be loaded twice)",
             extra=fields(overlap_check="failed", error=f"{type(exc).__name__}: {str(exc)[:300]}",
                          needs_iam_actions=list(IAM_ACTIONS)),
         )

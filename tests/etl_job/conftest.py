@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -15,6 +19,11 @@ from dev.local_bigquery import PROJECT, LocalBigQuery
 
 ROOT = Path(__file__).resolve().parents[2]
 _datasets = itertools.count()
+# The real job with a shorter stop deadline (a test cannot wait 90 s): argv[1] is the deadline in seconds.
+_WITH_DEADLINE = (
+    "import runpy, sys; from etl_job import stopping; stopping.DEADLINE_SECONDS = float(sys.argv[1]); "
+    "runpy.run_module('etl_job', run_name='__main__', alter_sys=True)"
+)
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +81,11 @@ class Job:
                 env[key] = value
         return env
 
-    def start(self, **overrides: str) -> subprocess.Popen:
-        """Start the real job process (stdout and stderr captured)."""
+    def start(self, deadline: float | None = None, **overrides: str) -> subprocess.Popen:
+        """Start the real job process (stdout and stderr captured), optionally with a shorter stop deadline."""
+        command = ["-m", "etl_job"] if deadline is None else ["-c", _WITH_DEADLINE, str(deadline)]
         return subprocess.Popen(
-            [sys.executable, "-m", "etl_job"],
+            [sys.executable, *command],
             cwd=ROOT,
             env=self.env(**overrides),
             stdout=subprocess.PIPE,
@@ -103,6 +113,15 @@ class Job:
         data = [source_row(i, doe_every) for i in range(1, rows + 1)]
         config = bigquery.LoadJobConfig(schema=schema, write_disposition="WRITE_APPEND")
         self.client.load_table_from_json(data, self.source, job_config=config).result()
+
+    def create_source(self, rows: list[dict], *, key_mode: str = "NULLABLE") -> None:
+        """Create the source table (the seed's schema, key mode ``key_mode``) holding exactly ``rows``."""
+        from google.cloud import bigquery
+
+        schema = [bigquery.SchemaField("id", "INT64", mode=key_mode), *source_schema()[1:]]
+        self.client.create_table(bigquery.Table(self.source, schema=schema))
+        config = bigquery.LoadJobConfig(schema=schema, write_disposition="WRITE_APPEND")
+        self.client.load_table_from_json(rows, self.source, job_config=config).result()
 
     def rows(self, table: str | None = None) -> list[dict]:
         """All rows of a table (default: the destination), ordered by id."""
@@ -142,3 +161,70 @@ def job(local_bigquery, bq_client) -> Job:
     bq_client.create_dataset(dataset)
     yield Job(client=bq_client, url=local_bigquery.url, dataset=dataset)
     bq_client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
+
+
+class _Hold(BaseHTTPRequestHandler):
+    """Forwards each request to the local BigQuery, but never answers one whose body holds ``proxy.hold``."""
+
+    protocol_version = "HTTP/1.1"
+    proxy: HoldingProxy
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.proxy.hold in body:
+            self.proxy.held.set()
+            self.proxy.release.wait(60)
+            self.close_connection = True  # dropped: the request never reached BigQuery
+            return
+        target = http.client.HTTPConnection(self.proxy.target.hostname, self.proxy.target.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        target.request(self.command, self.path, body=body, headers=headers)
+        response = target.getresponse()
+        data = response.read()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        target.close()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward  # noqa: N815 - http.server's names
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class HoldingProxy:
+    """A local BigQuery that hangs on one kind of call: requests whose body contains ``hold`` get no answer."""
+
+    def __init__(self, target_url: str, hold: bytes) -> None:
+        self.target = urlsplit(target_url)
+        self.hold = hold
+        self.held = threading.Event()  # set once a request was held
+        self.release = threading.Event()  # set to drop the held requests
+        handler = type("Handler", (_Hold,), {"proxy": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def holding_proxy(local_bigquery):
+    """Make a HoldingProxy in front of the session's local BigQuery: ``holding_proxy(b"MERGE ")``."""
+    proxies: list[HoldingProxy] = []
+
+    def make(hold: bytes) -> HoldingProxy:
+        proxies.append(HoldingProxy(local_bigquery.url, hold))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

@@ -1,4 +1,4 @@
-"""Unit tests for the configuration: defaults, validation messages, the contract."""
+"""Unit tests for the configuration: defaults, validation messages, the contract, importing the transform."""
 
 import pytest
 
@@ -57,13 +57,13 @@ def test_every_variable_the_stack_sets_is_read():
         (contract.DESTINATION_TABLE, "p-roject.d.t`; DROP", "is not a table id"),
         (contract.DESTINATION_TABLE, BASE[contract.SOURCE_TABLE], "are the same table"),
         (contract.KEY_COLUMN, "id; --", "is not a column name"),
-        (contract.BATCH_SIZE, "0", "ETL_BATCH_SIZE='0' is invalid: use a whole number of at least 1"),
+        (contract.SOURCE_TABLE, "my-project.raw.customers$20240101", "is not a table id"),
+        (contract.SOURCE_TABLE, "my-project.räw.customers", "is not a table id"),
+        (contract.SOURCE_TABLE, "a.b.raw.customers", "is not a table id"),
+        (contract.BATCH_SIZE, "0", "ETL_BATCH_SIZE='0' is invalid: use a whole number from 1 to 100000, or unset it"),
         (contract.BATCH_SIZE, "5e3", "ETL_BATCH_SIZE='5e3' is invalid"),
-        (contract.BATCH_SIZE, "1000000", "at most 100000"),
+        (contract.BATCH_SIZE, "1000000", "ETL_BATCH_SIZE='1000000' is invalid"),
         (contract.CONCURRENCY, "-4", "ETL_CONCURRENCY='-4' is invalid"),
-        (contract.TIMEOUT_MINUTES, "0", "use a positive number of minutes"),
-        (contract.TIMEOUT_MINUTES, "nan", "ETL_TIMEOUT_MINUTES='nan' is invalid"),
-        (contract.TIMEOUT_MINUTES, "soon", "ETL_TIMEOUT_MINUTES='soon' is invalid"),
         (contract.LOG_LEVEL, "LOUD", "use one of DEBUG, INFO, WARNING, ERROR"),
         (contract.LOG_FORMAT, "xml", "use one of json, text"),
         (contract.STAGE, "prod env", "ETL_STAGE='prod env' is invalid"),
@@ -74,6 +74,15 @@ def test_invalid_values_are_named_with_the_fix(name, value, message):
     with pytest.raises(JobError, match="invalid configuration") as error:
         load_config({**BASE, name: value})
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "soon", "10081"])
+def test_a_bad_timeout_is_one_message_with_the_right_rule(value):
+    with pytest.raises(JobError) as error:
+        load_config({**BASE, contract.TIMEOUT_MINUTES: value})
+    assert str(error.value).splitlines()[1:] == [
+        f"  - ETL_TIMEOUT_MINUTES={value!r} is invalid: use a number above 0 and at most 10080, or unset it"
+    ]
 
 
 def test_all_problems_are_reported_at_once():
@@ -87,14 +96,63 @@ def test_all_problems_are_reported_at_once():
 
 def test_domain_scoped_projects_are_table_ids():
     config = load_config({**BASE, contract.SOURCE_TABLE: "example.com:my-project.raw.customers"})
-    assert config.source_table.project == "example.com:my-project"
+    assert config.source_table == TableId("example.com:my-project", "raw", "customers")
+    assert load_config({**BASE, contract.SOURCE_TABLE: "my-project.raw.customers-2024"}).source_table.table == (
+        "customers-2024"
+    )
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_stacks_environment_is_valid_for_the_job_with_the_same_values(stage):
+    from stacks.job import job_environment
+    from tests.stacks.conftest import build_config
+
+    stack = build_config(stage=stage)
+    env = job_environment(stack)
+
+    config = load_config(env)
+
+    assert set(env) == set(contract.STACK_SET)
+    assert (str(config.source_table), str(config.destination_table)) == (stack.source_table, stack.destination_table)
+    assert (config.key_column, config.batch_size, config.concurrency) == (stack.key_column, stack.batch_size,
+                                                                         stack.concurrency)
+    assert (config.log_level, config.log_format, config.stage) == (stack.log_level, "json", stack.stage)
+    assert config.timeout_minutes == stack.timeout_minutes
 
 
 def test_import_transform():
-    assert import_transform("etl_job.transform:transform")({"name": "Doe"}) == {"name": "Das"}
-    with pytest.raises(JobError, match="ETL_TRANSFORM='no_such_module:f' cannot be imported"):
+    function, columns = import_transform("etl_job.transform:transform")
+    assert function({"name": "Doe"}) == {"name": "Das"} and columns == {}
+    with pytest.raises(JobError, match=r"ETL_TRANSFORM='no_such_module:f' cannot be imported \(no module"):
         import_transform("no_such_module:f")
-    with pytest.raises(JobError, match="cannot be imported"):
+    with pytest.raises(JobError, match="module 'etl_job.transform' has no 'nope'"):
         import_transform("etl_job.transform:nope")
     with pytest.raises(JobError, match="is not a function"):
         import_transform("etl_job.config:DEFAULT_BATCH_SIZE")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("import json\nx = json.loads('{')\n",
+         r"JSONDecodeError: .* \(raised in .*, line \d+\); fix the module's top-level code"),
+        ("import no_such_nlp_library\n",
+         "it imports 'no_such_nlp_library', which is not installed; add it to etl_job/requirements.txt"),
+        ("OUTPUT_COLUMNS = ['sentiment']\ndef transform(row): return row\n", "OUTPUT_COLUMNS=.* is invalid"),
+        ("OUTPUT_COLUMNS = {'bad name': 'FLOAT64'}\ndef transform(row): return row\n", "OUTPUT_COLUMNS=.* is invalid"),
+    ],
+)
+def test_a_transform_module_that_cannot_be_used_is_a_clear_error(tmp_path, monkeypatch, source, message):
+    name = f"user_transform_{abs(hash(source))}"
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    with pytest.raises(JobError, match=f"ETL_TRANSFORM='{name}:transform'|{name}.OUTPUT_COLUMNS") as error:
+        import_transform(f"{name}:transform")
+
+    assert error.match(message)
+
+
+def test_output_columns_are_returned():
+    _, columns = import_transform("tests.etl_job.sentiment:transform")
+    assert columns == {"sentiment": "FLOAT64", "name_length": "INT64"}

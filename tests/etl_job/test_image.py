@@ -1,6 +1,9 @@
-"""The job's image recipe: only the job's own files go in, and it runs as the stack expects."""
+"""The job's image recipe: only the job's own files go in, and it runs as the stack expects.
 
-import fnmatch
+That no key file reaches the build context or the image is tested on the real asset staging, in
+tests/stacks/test_no_secrets.py.
+"""
+
 import shutil
 import subprocess
 import sys
@@ -9,31 +12,6 @@ from pathlib import Path
 import pytest
 
 JOB = Path(__file__).resolve().parents[2] / "etl_job"
-
-
-def _build_context(names: list[str]) -> list[str]:
-    """Which top-level files Docker sends as build context, applying .dockerignore (last match wins)."""
-    patterns = [line.strip() for line in (JOB / ".dockerignore").read_text().splitlines()]
-    patterns = [p for p in patterns if p and not p.startswith("#")]
-    kept = []
-    for name in names:
-        included = True
-        for pattern in patterns:
-            negated = pattern.startswith("!")
-            if fnmatch.fnmatch(name, pattern.lstrip("!")):
-                included = negated
-        if included:
-            kept.append(name)
-    return kept
-
-
-def test_keys_venvs_tests_and_caches_never_reach_the_build_context():
-    stray = ["google_credentials.json", "key.json", ".venv", "tests", "__pycache__", ".env", "notes.txt"]
-    assert _build_context(["__main__.py", "pipeline.py", "requirements.txt", "Dockerfile", *stray]) == [
-        "__main__.py",
-        "pipeline.py",
-        "requirements.txt",
-    ]
 
 
 def test_dockerfile_copies_only_python_modules_and_runs_as_the_stack_expects():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import decimal
 import json
 import signal
+import time
 
-from etl_job import metrics
+from etl_job import metrics, stopping
 from tests.etl_job.conftest import source_row
 
 SLOW = "tests.etl_job.transforms:slow"
@@ -180,6 +181,128 @@ def test_timeout_stops_cleanly_with_exit_4_and_the_next_run_completes(job):
     done = job.run()
     assert done.returncode == 0
     assert business_columns(job.rows()) == expected_rows(1200)
+
+
+def test_rows_with_a_null_key_are_counted_and_the_run_exits_3(job):
+    job.create_source([source_row(i) for i in range(1, 21)] + [{**source_row(0), "id": None}] * 3)
+
+    for _ in range(2):  # a rerun reports them again, and duplicates nothing
+        done = job.run()
+
+        assert done.returncode == 3, done.stderr
+        logs = log_lines(done.stderr)
+        (warning,) = [line for line in logs if "NULL key" in line["message"]]
+        assert warning["rows_null_key"] == 3 and warning["key_column"] == "id"
+        assert logs[-1]["rows_null_key"] == 3 and logs[-1]["exit_code"] == 3
+        assert business_columns(job.rows()) == expected_rows(20)
+        assert job.count(job.errors) == 0
+
+
+def test_a_duplicated_source_key_is_loaded_once_and_its_other_rows_are_errors(job):
+    rows = [source_row(i) for i in range(1, 31)]
+    rows += [{**source_row(5), "name": "Copy A"}, {**source_row(5), "name": "Copy B"}, source_row(17)]
+    job.create_source(rows, key_mode="REQUIRED")
+
+    done = job.run(ETL_BATCH_SIZE="7")
+
+    assert done.returncode == 3, done.stderr
+    loaded = job.rows()
+    assert [r["id"] for r in loaded] == list(range(1, 31))
+    assert next(r for r in loaded if r["id"] == 5)["name"] in ("Jane Roe 5", "Copy A", "Copy B")
+    errors = job.rows(job.errors)
+    assert sorted(e["id"] for e in errors) == [5, 5, 17]
+    assert {e["error"] for e in errors} == {
+        "duplicate key in source: 3 source rows have this key; one of them was processed",
+        "duplicate key in source: 2 source rows have this key; one of them was processed",
+    }
+    end = log_lines(done.stderr)[-1]
+    assert (end["rows_loaded"], end["rows_failed"], end["rows_duplicate_key"]) == (30, 3, 3)
+
+    again = job.run()  # every key is loaded: nothing to read, no new error rows
+    assert again.returncode == 0, again.stderr
+    assert job.count() == 30 and job.count(job.errors) == 3
+
+
+def test_a_transform_can_add_columns_and_a_destination_without_them_is_a_clear_error(job):
+    job.create_source([source_row(i) for i in range(1, 11)], key_mode="REQUIRED")
+    assert job.run(ETL_TRANSFORM="tests.etl_job.sentiment:transform").returncode == 0
+    schema = [f.name for f in job.client.get_table(job.destination).schema]
+    assert schema == ["id", "name", "score", "created_at", "sentiment", "name_length", "run_id", "processed_at"]
+    rows = job.rows()
+    assert [(r["name"], r["sentiment"], r["name_length"]) for r in rows[2:4]] == [
+        ("John Das 3", 0.5, 10), ("Jane Roe 4", -0.25, 10),
+    ]
+
+    # A destination created before the transform declared its columns: a clear error naming the fix, no change.
+    job.client.delete_table(job.destination)
+    assert job.run().returncode == 0
+
+    done = job.run(ETL_TRANSFORM="tests.etl_job.sentiment:transform")
+
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    assert (f"lacks the transform's OUTPUT_COLUMNS ['sentiment', 'name_length']: add them (ALTER TABLE "
+            f"`{job.destination}` ADD COLUMN `sentiment` FLOAT64, ADD COLUMN `name_length` INT64;") in done.stderr
+
+
+def test_a_broken_transform_module_is_a_clear_error_naming_the_file_and_line(job, tmp_path):
+    job.seed(3)
+    (tmp_path / "broken_transform.py").write_text("import json\n\ndef transform(row)\n    return row\n")
+
+    done = job.run(PYTHONPATH=str(tmp_path), ETL_TRANSFORM="broken_transform:transform")
+
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    (error,) = [line for line in log_lines(done.stderr) if line["level"] == "ERROR"]
+    assert error["message"].startswith(
+        f"ETL_TRANSFORM='broken_transform:transform' cannot be imported: syntax error in "
+        f"{tmp_path / 'broken_transform.py'}, line 3: "
+    )
+    assert error["message"].endswith("fix that line")
+
+
+def test_sigterm_while_a_merge_hangs_gives_up_at_the_deadline_and_the_rerun_is_clean(job, holding_proxy):
+    job.seed(300)
+    proxy = holding_proxy(b"MERGE ")
+    deadline = 3.0
+    process = job.start(deadline=deadline, BIGQUERY_EMULATOR_HOST=proxy.url, ETL_BATCH_SIZE="100")
+    assert proxy.held.wait(60), "the job never sent its MERGE"
+
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    seconds = time.monotonic() - signalled
+
+    assert process.returncode == 143, stderr
+    assert deadline <= seconds < deadline + 5  # well inside ECS's 120 s before SIGKILL, at full scale
+    logs = log_lines(stderr)
+    assert any(line["message"].startswith("gave up on the batch in flight") for line in logs)
+    end = logs[-1]
+    assert "SIGTERM" in end["message"] and end["rows_loaded"] == 0 and end["rows_abandoned"] >= 100
+    assert job.count() == 0  # the held MERGE never reached BigQuery
+
+    proxy.release.set()
+    done = job.run()
+    assert done.returncode == 0, done.stderr
+    assert business_columns(job.rows()) == expected_rows(300)
+
+
+def test_sigterm_while_the_extract_query_hangs_stops_at_once(job, holding_proxy):
+    job.seed(50)
+    proxy = holding_proxy(b"_etl_key_copies")
+    process = job.start(BIGQUERY_EMULATOR_HOST=proxy.url)  # the real 90 s deadline
+    assert proxy.held.wait(60), "the job never sent its extract query"
+
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 143, stderr
+    assert time.monotonic() - signalled < 5 < stopping.DEADLINE_SECONDS  # a read is given up on at once
+    assert log_lines(stderr)[-1]["rows_read"] == 0
+    proxy.release.set()
+    assert job.run().returncode == 0
+    assert business_columns(job.rows()) == expected_rows(50)
 
 
 def test_missing_source_table_is_a_clear_error(job):

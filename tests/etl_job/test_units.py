@@ -1,15 +1,17 @@
-"""Unit tests for the small pieces: the metric line, log formats, SQL, JSON conversion, dependency-free modules."""
+"""Unit tests for the small pieces: the metric line, log formats, exit codes, stop timings, JSON conversion."""
 
 import datetime
 import decimal
 import json
 import logging
+import re
 import subprocess
 import sys
 
-from etl_job import bigquery_io, logs, metrics, pipeline
-from etl_job.config import TableId
+import etl_job.__main__ as job_main
+from etl_job import bigquery_io, logs, metrics, stopping
 from etl_job.errors import ExitCode
+from stacks import limits
 
 
 def test_success_metric_line_is_embedded_metric_format():
@@ -33,8 +35,15 @@ def test_modules_the_stack_imports_pull_in_no_google_or_aws_libraries():
     assert out.strip() == "[]"
 
 
-def test_exit_codes():
-    assert [int(c) for c in ExitCode] == [0, 1, 3, 4, 5, 130, 143]
+def test_every_exit_code_is_documented_and_every_documented_code_exists():
+    documented = {int(code) for code in re.findall(r"^    (\d+) ", job_main.__doc__, re.MULTILINE)}
+    assert documented == {int(code) for code in ExitCode}
+
+
+def test_a_stop_settles_in_order_and_well_before_ecs_sigkills_the_task():
+    assert stopping.POLL_SECONDS < stopping.SETTLE_SECONDS < stopping.DEADLINE_SECONDS
+    # Margin for the staging-table drop, a job cancel (5 s) and the last log lines.
+    assert stopping.DEADLINE_SECONDS + 20 <= limits.STOP_TIMEOUT_SECONDS
 
 
 def test_log_formats():
@@ -43,20 +52,6 @@ def test_log_formats():
     assert json.loads(logs.JsonFormatter().format(record))["rows"] == 5
     assert json.loads(logs.JsonFormatter().format(record))["message"] == "batch loaded"
     assert logs.TextFormatter().format(record).endswith("INFO    batch loaded  rows=5")
-
-
-def test_extract_is_an_anti_join_with_a_shard_predicate():
-    sql = pipeline.extract_sql(TableId("p", "d", "src"), TableId("p", "d", "dst"), "id")
-    assert "FROM `p.d.src` AS s" in sql
-    assert "NOT EXISTS (SELECT 1 FROM `p.d.dst` AS d WHERE d.`id` = s.`id`)" in sql
-    assert "@shard_count" in sql and "@shard_index" in sql
-
-
-def test_merge_inserts_only_new_keys():
-    sql = pipeline.merge_sql(TableId("p", "d", "dst"), TableId("p", "d", "stg"), "id", ["id", "name"])
-    assert "ON T.`id` = S.`id`" in sql
-    assert "WHEN NOT MATCHED THEN INSERT (`id`, `name`) VALUES (S.`id`, S.`name`)" in sql
-    assert "WHEN MATCHED" not in sql
 
 
 def test_values_are_converted_back_to_json():
