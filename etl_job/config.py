@@ -20,20 +20,14 @@ DEFAULT_CONCURRENCY = 64
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_STAGE = "local"
 DEFAULT_TRANSFORM = "etl_job.transform:transform"
-MAX_BATCH_SIZE = 100_000
-MAX_CONCURRENCY = 1024
-MAX_TIMEOUT_MINUTES = 7 * 24 * 60
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_BATCH_SIZE = contract.MAX_BATCH_SIZE
+MAX_CONCURRENCY = contract.MAX_CONCURRENCY
+MAX_TIMEOUT_MINUTES = contract.MAX_TIMEOUT_MINUTES
+LOG_LEVELS = contract.LOG_LEVELS
 LOG_FORMATS = ("json", "text")
 
-# BigQuery's rules, ASCII only: a project id (6-30 characters, optionally domain-scoped as
-# example.com:my-project), a dataset, a table (BigQuery also allows Unicode and spaces in table
-# names; refused here on purpose, as names are quoted into SQL). No partition decorator ($).
-_TABLE_ID = re.compile(
-    r"(?P<project>(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9])\.(?P<dataset>[A-Za-z0-9_]{1,1024})"
-    r"\.(?P<table>[A-Za-z0-9_-]{1,1024})"
-)
-_COLUMN = re.compile(r"[A-Za-z_]\w{0,299}", re.ASCII)
+_TABLE_ID = re.compile(contract.TABLE_ID_PATTERN)
+_COLUMN = re.compile(contract.COLUMN_PATTERN)
 _STAGE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TRANSFORM_SPEC = re.compile(r"^[\w.]+:\w+$")
 

@@ -21,6 +21,20 @@ TRANSFORM = "ETL_TRANSFORM"
 # Local development only: point the real client at a local BigQuery (scheme required).
 BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
 
+# What both sides accept, so that a value the stack synthesizes is one the job starts with.
+# BigQuery's rules, ASCII only: a project id (6-30 characters, optionally domain-scoped as
+# example.com:my-project), a dataset, a table (BigQuery also allows Unicode and spaces in table
+# names; refused here on purpose, as names are quoted into SQL). No partition decorator ($).
+TABLE_ID_PATTERN = (
+    r"(?P<project>(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9])\.(?P<dataset>[A-Za-z0-9_]{1,1024})"
+    r"\.(?P<table>[A-Za-z0-9_-]{1,1024})"
+)
+COLUMN_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,299}"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_BATCH_SIZE = 100_000
+MAX_CONCURRENCY = 1_000
+MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+
 STACK_SET = (
     SOURCE_TABLE,
     DESTINATION_TABLE,

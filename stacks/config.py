@@ -9,13 +9,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from etl_job import contract
 from stacks import limits, schedule_expression
 
 CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
-_TABLE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.[A-Za-z0-9_]{1,1024}\.[A-Za-z0-9_$-]{1,1024}$")
-_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+_TABLE = re.compile(f"^{contract.TABLE_ID_PATTERN}$")
+_COLUMN = re.compile(f"^{contract.COLUMN_PATTERN}$")
 _VPC = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _SUBNET = re.compile(r"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
@@ -201,8 +202,8 @@ def load(context: Mapping[str, Any]) -> StageConfig:
             raise _fail("subnet_ids", raw["subnet_ids"], "with vpc_id, name the subnets the task runs in")
     elif subnet_ids:
         raise _fail("vpc_id", raw["vpc_id"], "subnet_ids needs the vpc_id they belong to")
-    timeout_minutes = _int("timeout_minutes", raw["timeout_minutes"], 1, limits.TIMEOUT_MINUTES_MAX)
-    expected_run_minutes = _int("expected_run_minutes", raw["expected_run_minutes"], 1, limits.TIMEOUT_MINUTES_MAX)
+    timeout_minutes = _int("timeout_minutes", raw["timeout_minutes"], 1, contract.MAX_TIMEOUT_MINUTES)
+    expected_run_minutes = _int("expected_run_minutes", raw["expected_run_minutes"], 1, contract.MAX_TIMEOUT_MINUTES)
     if expected_run_minutes > timeout_minutes:
         raise _fail("expected_run_minutes", raw["expected_run_minutes"], f"a run expected to last longer than timeout_minutes={timeout_minutes} would always time out")
     alarm_email = _optional(raw["alarm_email"])
@@ -220,9 +221,9 @@ def load(context: Mapping[str, Any]) -> StageConfig:
         source_table=source,
         destination_table=destination,
         key_column=_pattern("key_column", raw["key_column"], _COLUMN, "expected a BigQuery column name"),
-        batch_size=_int("batch_size", raw["batch_size"], 1, limits.BATCH_SIZE_MAX_ROWS),
-        concurrency=_int("concurrency", raw["concurrency"], 1, limits.CONCURRENCY_MAX),
-        log_level=_choice("log_level", raw["log_level"], limits.LOG_LEVELS),
+        batch_size=_int("batch_size", raw["batch_size"], 1, contract.MAX_BATCH_SIZE),
+        concurrency=_int("concurrency", raw["concurrency"], 1, contract.MAX_CONCURRENCY),
+        log_level=_choice("log_level", raw["log_level"], contract.LOG_LEVELS),
         timeout_minutes=timeout_minutes,
         log_retention_days=retention,
         log_removal_policy=_choice("log_removal_policy", raw["log_removal_policy"], limits.REMOVAL_POLICIES),

@@ -23,7 +23,6 @@ LOG_RETENTION_DAYS = (
 
 ARCHITECTURES = ("x86_64", "arm64")
 CAPACITIES = ("on-demand", "spot")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 REMOVAL_POLICIES = ("retain", "destroy")
 
 # The container: a numeric non-root user (the image creates it) and the scratch mount.
@@ -37,7 +36,3 @@ STOP_TIMEOUT_SECONDS = 120  # Fargate's maximum; the job settles in-flight work 
 LAUNCH_RETRY_ATTEMPTS = 3
 LAUNCH_MAX_EVENT_AGE_MINUTES = 60
 DLQ_RETENTION_DAYS = 14
-
-BATCH_SIZE_MAX_ROWS = 100_000
-CONCURRENCY_MAX = 1_000
-TIMEOUT_MINUTES_MAX = 7 * 24 * 60
