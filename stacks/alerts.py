@@ -150,7 +150,7 @@ class Alerts(Construct):
                 message=events.RuleTargetInput.from_multiline_text(
                     f"The {limits.PROJECT} job ({stage}) ended without success.\n"
                     f"Exit code: {field('$.detail.containers[0].exitCode')} "
-                    "(1 fatal error, 3 some rows failed, 4 timed out, 5 skipped: previous run still going, "
+                    "(1 fatal error, 3 some rows not loaded: see the errors table, 4 timed out, 5 skipped: previous run still going, "
                     "143 stopped by SIGTERM or Spot; none: it never started)\n"
                     f"Stop code: {field('$.detail.stopCode')}\n"
                     f"Stopped reason: {field('$.detail.stoppedReason')}\n"
