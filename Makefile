@@ -16,7 +16,7 @@ export npm_config_update_notifier := false
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_HOME := $(CURDIR)/.cdk-home
 
-.PHONY: help setup run test audit synth deploy destroy bench cost run-now stop-runs diff review-templates clean
+.PHONY: help setup run test lint audit synth deploy destroy bench cost run-now stop-runs diff review-templates clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,9 +42,13 @@ run: setup ## Synthesize the stack and summarize it, then run the job on a local
 	$(PY) -m dev.summary cdk.out/EtlPipeline-$(STAGE).template.json
 	$(PY) -m dev.demo
 
-test: setup ## Run every test, then the audit gates
+test: setup ## Lint, run every test, then the audit gates
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory audit
+
+lint: setup ## ruff over all Python code (ruff.toml)
+	$(VENV)/bin/ruff check .
 
 audit: setup ## cdk-nag, cfn-lint, checkov and hadolint; report in cdk.out/audit/
 	$(PY) -m dev.audit

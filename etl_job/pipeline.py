@@ -97,7 +97,7 @@ class RunResult:
 
 def new_run_id() -> str:
     """A sortable, unique run id, e.g. ``20240131T050000Z-1a2b3c4d``."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
@@ -257,7 +257,7 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output_columns: M
     ]
     bq.create_table(config.errors_table, errors_schema)
     staging = config.destination_table.sibling(f"{config.destination_table.table}_staging_{run_id.replace('-', '_')}")
-    expires = datetime.datetime.now(datetime.timezone.utc) + STAGING_EXPIRY
+    expires = datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY
     bq.create_table(staging, destination.schema, expires=expires)
     return _Tables(
         destination=config.destination_table,
@@ -378,7 +378,7 @@ class _Loader:
     def _load(self, batch: _Batch) -> None:
         result, tables, key = self._result, self._tables, self._tables.key
         clock = time.monotonic()
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        now = datetime.datetime.now(datetime.UTC).isoformat()
         result.rows_abandoned += batch.abandoned
         unsettled = len(batch.loaded) + len(batch.failed)
         try:

@@ -18,6 +18,7 @@ from constructs import Construct
 from etl_job import metrics
 from stacks import limits
 
+
 class Alerts(Construct):
     """Notifies on failed runs (non-zero exit, failed start), failed launches and missed runs."""
 

@@ -11,12 +11,12 @@ from constructs import Construct
 
 from stacks import limits
 from stacks.alerts import Alerts
-from stacks.schedule_expression import missed_run_window_minutes
 from stacks.config import StageConfig
 from stacks.job import EtlJob
 from stacks.nag import acknowledge, skip_checkov
 from stacks.network import Network
 from stacks.schedule import Schedule
+from stacks.schedule_expression import missed_run_window_minutes
 
 
 class EtlPipelineStack(Stack):

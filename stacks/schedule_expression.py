@@ -7,7 +7,6 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass
-from typing import Union
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\((.*)\)$")
@@ -35,7 +34,7 @@ ALARM_WINDOW_MAX_MINUTES = 7 * 24 * 60  # CloudWatch: period x evaluation period
 LAST = "L"
 # A day-of-month value is a day number, or LAST for 'L' ('nW', nearest weekday, is taken as n).
 # A day-of-week value is a day number (1 = Sunday), (day, n) for 'day#n', or (day, LAST) for 'dayL'.
-DayOfWeek = Union[int, tuple]
+DayOfWeek = int | tuple
 
 
 class ScheduleError(ValueError):

@@ -55,7 +55,7 @@ def test_log_formats():
 
 
 def test_values_are_converted_back_to_json():
-    when = datetime.datetime(2024, 1, 31, 5, 0, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2024, 1, 31, 5, 0, tzinfo=datetime.UTC)
     row = {"t": when, "d": when.date(), "n": decimal.Decimal("1.50"), "b": b"\x00\x01", "r": {"x": [when.time()]}}
     assert {k: bigquery_io.to_json(v) for k, v in row.items()} == {
         "t": "2024-01-31T05:00:00+00:00",

@@ -11,7 +11,6 @@ from aws_cdk.assertions import Template
 
 from app import build
 from stacks import config as stage_config
-from stacks.pipeline_stack import EtlPipelineStack
 
 CDK_JSON_CONTEXT = stage_config.read_cdk_json_context()
 
@@ -21,7 +20,7 @@ def build_config(**overrides: Any) -> stage_config.StageConfig:
     return stage_config.load({**CDK_JSON_CONTEXT, **overrides})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _synth(overrides: tuple[tuple[str, Any], ...]) -> tuple[cdk.Stack, Template]:
     app = cdk.App(context={**CDK_JSON_CONTEXT, **dict(overrides)})
     stack = build(app, build_config(**dict(overrides)))  # as app.py does: cdk-nag runs in from_stack

@@ -7,8 +7,8 @@ import fnmatch
 import json
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import aws_cdk as cdk
 import pytest
