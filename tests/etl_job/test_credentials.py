@@ -29,7 +29,7 @@ def test_local_bigquery_url_needs_a_scheme_and_host(url):
         ("{not json", "is not valid JSON"),
         ('["a"]', "is not a JSON object"),
         ('{"type": "authorized_user"}', "has type 'authorized_user'"),
-        (json.dumps({"type": "service_account", "client_email": "a@b", "private_key": "-----BEGIN nonsense"}),
+        (json.dumps({"type": "service_account", "client_email": "a@b", "private_key": "nonsense, not a PEM key"}),
          "is not a usable service_account key"),
     ],
 )
