@@ -40,7 +40,7 @@ class Alerts(Construct):
         super().__init__(scope, construct_id)
         # EventBridge and CloudWatch can publish to an encrypted topic only with a customer-managed
         # key whose policy lets them use it; the AWS-managed alias/aws/sns key cannot.
-        self.key = kms.Key(
+        key = kms.Key(
             self,
             "TopicKey",
             description=f"Encrypts the {limits.PROJECT} {stage} alert topic",
@@ -49,8 +49,8 @@ class Alerts(Construct):
             pending_window=Duration.days(7),
         )
         for service in ("events.amazonaws.com", "cloudwatch.amazonaws.com"):
-            self.key.grant(iam.ServicePrincipal(service), "kms:Decrypt", "kms:GenerateDataKey*")
-        self.topic = sns.Topic(self, "Topic", display_name=f"{limits.PROJECT} {stage} alerts", master_key=self.key, enforce_ssl=True)
+            key.grant(iam.ServicePrincipal(service), "kms:Decrypt", "kms:GenerateDataKey*")
+        self.topic = sns.Topic(self, "Topic", display_name=f"{limits.PROJECT} {stage} alerts", master_key=key, enforce_ssl=True)
         if email:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
 

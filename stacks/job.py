@@ -101,10 +101,6 @@ class EtlJob(Construct):
     def task_role(self) -> iam.IRole:
         return self.task_definition.task_role
 
-    @property
-    def execution_role(self) -> iam.IRole:
-        return self.task_definition.obtain_execution_role()
-
     def _google_secret(self, existing: str | None, customer_managed_key: bool) -> secretsmanager.ISecret:
         if existing is None:
             key = None

@@ -77,10 +77,10 @@ class EtlPipelineStack(Stack):
         self._outputs(config, cluster, job, network, schedule)
 
     @staticmethod
-    def _allow_overlap_check(task_role: iam.Role, cluster: ecs.ICluster) -> None:
+    def _allow_overlap_check(task_role: iam.IRole, cluster: ecs.ICluster) -> None:
         # The job asks ECS whether an earlier run is still going; ListTasks and DescribeTasks
         # take no task ARN as a resource, so they are scoped by the cluster condition instead.
-        task_role.add_to_policy(
+        task_role.add_to_principal_policy(
             iam.PolicyStatement(
                 sid="SeeOtherRunsOfThisJob",
                 actions=["ecs:ListTasks", "ecs:DescribeTasks"],

@@ -59,7 +59,7 @@ class Schedule(Construct):
             schedule=events.Schedule.expression(expression),
             enabled=enabled,
         )
-        self.target = targets.EcsTask(
+        target = targets.EcsTask(
             cluster=cluster,
             task_definition=task_definition,
             task_count=1,
@@ -72,7 +72,7 @@ class Schedule(Construct):
             max_event_age=Duration.minutes(limits.LAUNCH_MAX_EVENT_AGE_MINUTES),
             dead_letter_queue=self.dead_letter_queue,
         )
-        self.rule.add_target(self.target)
+        self.rule.add_target(target)
         cfn_rule: events.CfnRule = self.rule.node.default_child  # type: ignore[assignment]
         # Set here rather than on EcsTask, which refuses a public IP for imported subnets it cannot
         # classify; with subnet_ids from config the operator knows whether they are public.

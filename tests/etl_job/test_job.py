@@ -7,6 +7,8 @@ import json
 import signal
 import time
 
+import pytest
+
 from etl_job import metrics, stopping
 from tests.etl_job.conftest import source_row
 
@@ -315,24 +317,23 @@ def test_missing_source_table_is_a_clear_error(job):
     assert [t.table_id for t in job.client.list_tables(job.dataset)] == []
 
 
-def test_missing_destination_dataset_is_a_clear_error(job):
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ETL_DESTINATION_TABLE": "local-project.no_such_dataset.destination"},
+         "dataset local-project.no_such_dataset of ETL_DESTINATION_TABLE does not exist: create it"),
+        ({"ETL_KEY_COLUMN": "customer_id"}, "no scalar column 'customer_id' (ETL_KEY_COLUMN)"),
+    ],
+    ids=["missing-destination-dataset", "missing-key-column"],
+)
+def test_missing_destination_dataset_or_key_column_is_a_clear_error(job, env, message):
     job.seed(3)
 
-    done = job.run(ETL_DESTINATION_TABLE="local-project.no_such_dataset.destination")
+    done = job.run(**env)
 
     assert done.returncode == 1
     assert_no_traceback(done)
-    assert "dataset local-project.no_such_dataset of ETL_DESTINATION_TABLE does not exist: create it" in done.stderr
-
-
-def test_missing_key_column_is_a_clear_error(job):
-    job.seed(3)
-
-    done = job.run(ETL_KEY_COLUMN="customer_id")
-
-    assert done.returncode == 1
-    assert_no_traceback(done)
-    assert "no scalar column 'customer_id' (ETL_KEY_COLUMN)" in done.stderr
+    assert message in done.stderr
 
 
 def test_bad_config_lists_every_problem_and_touches_nothing(job):

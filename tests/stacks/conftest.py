@@ -21,19 +21,15 @@ def build_config(**overrides: Any) -> stage_config.StageConfig:
 
 
 @functools.cache
-def _synth(overrides: tuple[tuple[str, Any], ...]) -> tuple[cdk.Stack, Template]:
+def _synth(overrides: tuple[tuple[str, Any], ...]) -> Template:
     app = cdk.App(context={**CDK_JSON_CONTEXT, **dict(overrides)})
     stack = build(app, build_config(**dict(overrides)))  # as app.py does: cdk-nag runs in from_stack
-    return stack, Template.from_stack(stack)
+    return Template.from_stack(stack)
 
 
 def synth(**overrides: Any) -> Template:
     """The template of the stack for cdk.json's defaults plus ``overrides``; cached per configuration."""
-    return _synth(tuple(sorted(overrides.items())))[1]
-
-
-def synth_stack(**overrides: Any) -> cdk.Stack:
-    return _synth(tuple(sorted(overrides.items())))[0]
+    return _synth(tuple(sorted(overrides.items())))
 
 
 @pytest.fixture(scope="session")
