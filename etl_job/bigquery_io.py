@@ -43,6 +43,11 @@ class Abandoned(Exception):
 def describe_error(exc: BaseException) -> str:
     """One line naming what failed and, where known, the fix."""
     if isinstance(exc, auth_exceptions.GoogleAuthError):
+        from etl_job.workload_identity import describe_error as describe_federation_error
+
+        federation = describe_federation_error(exc)
+        if federation:
+            return federation
         return (
             f"Google rejected the credentials ({str(exc).splitlines()[0][:300]}): check that the key in "
             "GOOGLE_CREDENTIALS_JSON is current and its service account is enabled"

@@ -1,7 +1,8 @@
 """The environment-variable contract between the CDK stack and the job, defined once.
 
-The stack (``stacks/``) sets exactly ``STACK_SET`` plus the secret ``GOOGLE_CREDENTIALS_JSON``;
-the job validates them at start-up. Tests check both sides against this module.
+The stack (``stacks/``) sets exactly ``STACK_SET`` plus, per ``google_auth`` mode, ``AUTH_PLAIN`` as
+plain values and ``AUTH_SECRETS`` as ECS secrets; the job validates them at start-up. Tests check
+both sides against this module.
 """
 
 SOURCE_TABLE = "ETL_SOURCE_TABLE"  # project.dataset.table to extract from
@@ -14,12 +15,18 @@ LOG_FORMAT = "ETL_LOG_FORMAT"  # json or text; unset: text on a terminal, json o
 STAGE = "ETL_STAGE"  # dev, prod, ...: in logs and metrics
 TIMEOUT_MINUTES = "ETL_TIMEOUT_MINUTES"  # the job stops itself cleanly after this long
 
-# Injected by ECS from Secrets Manager, never a plain environment value in the template.
+# google_auth=key: injected by ECS from Secrets Manager, never a plain environment value in the template.
 GOOGLE_CREDENTIALS_JSON = "GOOGLE_CREDENTIALS_JSON"
+# google_auth=workload_identity: the external_account credential configuration (JSON). It holds no
+# secret (an audience and two URLs), so the stack sets it as a plain value; see workload_identity_config.
+GOOGLE_WORKLOAD_IDENTITY_CONFIG = "GOOGLE_WORKLOAD_IDENTITY_CONFIG"
 # Optional, never set by the stack: module:function of an alternative transform (tests, trials).
 TRANSFORM = "ETL_TRANSFORM"
 # Local development only: point the real client at a local BigQuery (scheme required).
 BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
+# Tests and local development only, never set by the stack: send the BigQuery requests made with the
+# real credentials (not anonymous ones, unlike BIGQUERY_EMULATOR_HOST) to this URL instead of Google's.
+BIGQUERY_ENDPOINT = "ETL_BIGQUERY_ENDPOINT"
 
 # What both sides accept, so that a value the stack synthesizes is one the job starts with.
 # BigQuery's rules, ASCII only: a project id (6-30 characters, optionally domain-scoped as
@@ -46,4 +53,42 @@ STACK_SET = (
     STAGE,
     TIMEOUT_MINUTES,
 )
-STACK_SECRETS = (GOOGLE_CREDENTIALS_JSON,)
+STACK_SECRETS = (GOOGLE_CREDENTIALS_JSON,)  # google_auth=key
+
+GOOGLE_AUTH_MODES = ("key", "workload_identity")
+AUTH_PLAIN = {"key": (), "workload_identity": (GOOGLE_WORKLOAD_IDENTITY_CONFIG,)}
+AUTH_SECRETS = {"key": STACK_SECRETS, "workload_identity": ()}
+
+# Workload Identity Federation from AWS: the values both sides agree on.
+# A provider's full resource name, as Google's STS expects it for the audience.
+WIF_PROVIDER_PATTERN = (
+    r"//iam\.googleapis\.com/projects/(?P<project_number>[0-9]{1,20})/locations/global/"
+    r"workloadIdentityPools/(?P<pool>[a-z0-9-]{4,32})/providers/(?P<provider>[a-z0-9-]{4,32})"
+)
+# A service account's e-mail: user-managed (NAME@PROJECT.iam.gserviceaccount.com) or Google-provided.
+SERVICE_ACCOUNT_PATTERN = (
+    r"[a-z][a-z0-9-]{4,28}[a-z0-9]@(?:[a-z0-9.:-]+\.iam|developer|appspot|cloudservices)\.gserviceaccount\.com"
+)
+AWS_SUBJECT_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"
+GOOGLE_STS_TOKEN_URL = "https://sts.googleapis.com/v1/token"
+GOOGLE_IMPERSONATION_URL = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
+# What google-auth signs with a custom AWS credentials supplier (its default regional STS URL).
+AWS_CRED_VERIFICATION_URL = "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"
+
+
+def workload_identity_config(*, provider: str, service_account: str | None) -> dict:
+    """The external_account credential configuration the stack sets in GOOGLE_WORKLOAD_IDENTITY_CONFIG.
+
+    The shape ``gcloud iam workload-identity-pools create-cred-config --aws`` writes, without the EC2
+    metadata URLs: the job reads the task role's credentials through the AWS SDK instead.
+    """
+    config = {
+        "type": "external_account",
+        "audience": provider,
+        "subject_token_type": AWS_SUBJECT_TOKEN_TYPE,
+        "token_url": GOOGLE_STS_TOKEN_URL,
+        "credential_source": {"environment_id": "aws1", "regional_cred_verification_url": AWS_CRED_VERIFICATION_URL},
+    }
+    if service_account:
+        config["service_account_impersonation_url"] = GOOGLE_IMPERSONATION_URL.format(email=service_account)
+    return config

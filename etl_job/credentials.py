@@ -30,29 +30,49 @@ class GoogleAuth:
 
 
 def resolve(env: Mapping[str, str]) -> GoogleAuth:
-    """Pick credentials in this order: a local BigQuery, ``GOOGLE_CREDENTIALS_JSON``, Application Default Credentials."""
+    """Pick credentials in this order: a local BigQuery, ``GOOGLE_WORKLOAD_IDENTITY_CONFIG``,
+    ``GOOGLE_CREDENTIALS_JSON``, Application Default Credentials; ``ETL_BIGQUERY_ENDPOINT`` redirects the last three.
+    """
     emulator = env.get(contract.BIGQUERY_EMULATOR_HOST, "").strip()
     if emulator:
         return _emulator(emulator)
-    if contract.GOOGLE_CREDENTIALS_JSON in env:
-        return _from_json(env[contract.GOOGLE_CREDENTIALS_JSON])
-    return _application_default()
+    endpoint = env.get(contract.BIGQUERY_ENDPOINT, "").strip()
+    endpoint = _local_url(contract.BIGQUERY_ENDPOINT, endpoint) if endpoint else None
+    if contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG in env:
+        auth = _workload_identity(env[contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG], env)
+    elif contract.GOOGLE_CREDENTIALS_JSON in env:
+        auth = _from_json(env[contract.GOOGLE_CREDENTIALS_JSON])
+    else:
+        auth = _application_default()
+    return GoogleAuth(auth.credentials, endpoint, auth.description) if endpoint else auth
+
+
+def _local_url(name: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise JobError(
+            f"{name}={url!r} is not a URL: include the scheme, e.g. http://127.0.0.1:9050, or unset it to use "
+            "Google BigQuery"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise JobError(f"{name}={url!r} has an invalid port") from None
+    return url.rstrip("/")
 
 
 def _emulator(url: str) -> GoogleAuth:
     from google.auth.credentials import AnonymousCredentials
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise JobError(
-            f"{contract.BIGQUERY_EMULATOR_HOST}={url!r} is not a URL: include the scheme, "
-            "e.g. http://127.0.0.1:9050, or unset it to use Google BigQuery"
-        )
-    try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise JobError(f"{contract.BIGQUERY_EMULATOR_HOST}={url!r} has an invalid port") from None
-    return GoogleAuth(AnonymousCredentials(), url.rstrip("/"), f"local BigQuery at {url} (anonymous)")
+    url = _local_url(contract.BIGQUERY_EMULATOR_HOST, url)
+    return GoogleAuth(AnonymousCredentials(), url, f"local BigQuery at {url} (anonymous)")
+
+
+def _workload_identity(text: str, env: Mapping[str, str]) -> GoogleAuth:
+    from etl_job import workload_identity
+
+    credentials = workload_identity.credentials(text, env, SCOPES)
+    return GoogleAuth(credentials, None, workload_identity.description(text))
 
 
 def _from_json(text: str) -> GoogleAuth:

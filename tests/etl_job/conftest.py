@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import os
 import subprocess
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from dev.local_bigquery import PROJECT, LocalBigQuery
+from dev.proxy import forward
 
 ROOT = Path(__file__).resolve().parents[2]
 _datasets = itertools.count()
@@ -176,19 +176,7 @@ class _Hold(BaseHTTPRequestHandler):
             self.proxy.release.wait(60)
             self.close_connection = True  # dropped: the request never reached BigQuery
             return
-        target = http.client.HTTPConnection(self.proxy.target.hostname, self.proxy.target.port, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-        target.request(self.command, self.path, body=body, headers=headers)
-        response = target.getresponse()
-        data = response.read()
-        self.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        target.close()
+        forward(self, self.proxy.target, body)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward  # noqa: N815 - http.server's names
 
