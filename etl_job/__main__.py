@@ -60,7 +60,7 @@ def main() -> int:
 
     log.info("job starting", extra=fields(**config.summary()))
     try:
-        if overlap.older_run_in_progress(os.environ):
+        if overlap.older_run_in_progress(os.environ, shard=(config.shard_index, config.shard_count)):
             return ExitCode.SKIPPED_OVERLAP
         auth = credentials.resolve(os.environ)
         log.info("using Google credentials", extra=fields(credentials=auth.description))
@@ -69,7 +69,8 @@ def main() -> int:
 
         bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop)
         try:
-            result = pipeline.run(config, bq, transform, stop, output_columns=output_columns)
+            shard = pipeline.Shard(config.shard_index, config.shard_count)
+            result = pipeline.run(config, bq, transform, stop, shard=shard, output_columns=output_columns)
         except bigquery_io.ERRORS as exc:
             log.debug("BigQuery error detail", exc_info=True)
             log.error(bigquery_io.describe_error(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
@@ -92,7 +93,8 @@ def main() -> int:
         logging.INFO if code == ExitCode.OK else logging.WARNING,
         _ENDINGS[code],
         extra=fields(
-            exit_code=int(code), run_id=result.run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
+            exit_code=int(code), run_id=result.run_id, shard_index=config.shard_index,
+            shard_count=config.shard_count, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
             rows_failed=result.rows_failed, rows_duplicate_key=result.rows_duplicate_key,
             rows_null_key=result.rows_null_key, rows_abandoned=result.rows_abandoned, batches=result.batches,
             duration_seconds=round(duration, 3),

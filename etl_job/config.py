@@ -23,6 +23,7 @@ DEFAULT_TRANSFORM = "etl_job.transform:transform"
 MAX_BATCH_SIZE = contract.MAX_BATCH_SIZE
 MAX_CONCURRENCY = contract.MAX_CONCURRENCY
 MAX_TIMEOUT_MINUTES = contract.MAX_TIMEOUT_MINUTES
+MAX_SHARDS = contract.MAX_SHARDS
 LOG_LEVELS = contract.LOG_LEVELS
 LOG_FORMATS = ("json", "text")
 
@@ -30,6 +31,7 @@ _TABLE_ID = re.compile(contract.TABLE_ID_PATTERN)
 _COLUMN = re.compile(contract.COLUMN_PATTERN)
 _STAGE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TRANSFORM_SPEC = re.compile(r"^[\w.]+:\w+$")
+_WHOLE = re.compile(r"[0-9]{1,6}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class Config:
     stage: str = DEFAULT_STAGE
     timeout_minutes: float | None = None
     transform: str = DEFAULT_TRANSFORM
+    shard_index: int = 0
+    shard_count: int = 1
 
     @property
     def errors_table(self) -> TableId:
@@ -85,6 +89,8 @@ class Config:
             "stage": self.stage,
             "timeout_minutes": self.timeout_minutes,
             "transform": self.transform,
+            "shard_index": self.shard_index,
+            "shard_count": self.shard_count,
         }
 
 
@@ -147,6 +153,8 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
     concurrency = number(contract.CONCURRENCY, DEFAULT_CONCURRENCY, int, 1, MAX_CONCURRENCY)
     timeout = number(contract.TIMEOUT_MINUTES, 0.0, float, 0.0, MAX_TIMEOUT_MINUTES)
 
+    shard_index, shard_count = _shard(env, problems)
+
     log_level = choice(contract.LOG_LEVEL, DEFAULT_LOG_LEVEL, LOG_LEVELS, str.upper)
     log_format = choice(contract.LOG_FORMAT, "text" if is_tty else "json", LOG_FORMATS, str.lower)
 
@@ -171,7 +179,28 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
         stage=stage,
         timeout_minutes=timeout or None,
         transform=transform,
+        shard_index=shard_index,
+        shard_count=shard_count,
     )
+
+
+def _shard(env: Mapping[str, str], problems: list[str]) -> tuple[int, int]:
+    """ETL_SHARD_INDEX and ETL_SHARD_COUNT: both unset (0 of 1) or both set, index below count."""
+    raw_index, raw_count = (env.get(name, "").strip() for name in contract.SHARD_SET)
+    if not raw_index and not raw_count:
+        return 0, 1
+    if not raw_index or not raw_count:
+        problems.append(f"{contract.SHARD_INDEX} and {contract.SHARD_COUNT} go together: set both or neither")
+        return 0, 1
+    count = int(raw_count) if _WHOLE.fullmatch(raw_count) else 0
+    if not 1 <= count <= MAX_SHARDS:
+        problems.append(f"{contract.SHARD_COUNT}={raw_count!r} is invalid: use a whole number from 1 to {MAX_SHARDS}")
+        return 0, 1
+    if not _WHOLE.fullmatch(raw_index) or int(raw_index) >= count:
+        problems.append(f"{contract.SHARD_INDEX}={raw_index!r} is invalid: use a whole number from 0 to {count - 1} "
+                        f"(below {contract.SHARD_COUNT}={count})")
+        return 0, 1
+    return int(raw_index), count
 
 
 def import_transform(spec: str) -> tuple[Callable[[dict], dict], dict[str, str]]:

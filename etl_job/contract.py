@@ -1,8 +1,9 @@
 """The environment-variable contract between the CDK stack and the job, defined once.
 
 The stack (``stacks/``) sets exactly ``STACK_SET`` plus, per ``google_auth`` mode, ``AUTH_PLAIN`` as
-plain values and ``AUTH_SECRETS`` as ECS secrets; the job validates them at start-up. Tests check
-both sides against this module.
+plain values and ``AUTH_SECRETS`` as ECS secrets in the task definition, and the fan-out state
+machine sets ``SHARD_SET`` per task as container overrides; the job validates them at start-up.
+Tests check both sides against this module.
 """
 
 SOURCE_TABLE = "ETL_SOURCE_TABLE"  # project.dataset.table to extract from
@@ -14,6 +15,9 @@ LOG_LEVEL = "ETL_LOG_LEVEL"  # DEBUG, INFO, WARNING, ERROR
 LOG_FORMAT = "ETL_LOG_FORMAT"  # json or text; unset: text on a terminal, json otherwise
 STAGE = "ETL_STAGE"  # dev, prod, ...: in logs and metrics
 TIMEOUT_MINUTES = "ETL_TIMEOUT_MINUTES"  # the job stops itself cleanly after this long
+# Per task, never in the task definition: the fan-out state machine's container overrides (unset: 0 of 1).
+SHARD_INDEX = "ETL_SHARD_INDEX"  # this task's slice of the key space, 0 .. SHARD_COUNT - 1
+SHARD_COUNT = "ETL_SHARD_COUNT"  # how many slices the run is split into
 
 # google_auth=key: injected by ECS from Secrets Manager, never a plain environment value in the template.
 GOOGLE_CREDENTIALS_JSON = "GOOGLE_CREDENTIALS_JSON"
@@ -41,6 +45,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_BATCH_SIZE = 100_000
 MAX_CONCURRENCY = 1_000
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+MAX_SHARDS = 100
 
 STACK_SET = (
     SOURCE_TABLE,
@@ -54,6 +59,7 @@ STACK_SET = (
     TIMEOUT_MINUTES,
 )
 STACK_SECRETS = (GOOGLE_CREDENTIALS_JSON,)  # google_auth=key
+SHARD_SET = (SHARD_INDEX, SHARD_COUNT)
 
 GOOGLE_AUTH_MODES = ("key", "workload_identity")
 AUTH_PLAIN = {"key": (), "workload_identity": (GOOGLE_WORKLOAD_IDENTITY_CONFIG,)}

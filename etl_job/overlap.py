@@ -1,7 +1,11 @@
-"""No overlapping runs on ECS: skip this run if an older task of the same job is still running.
+"""No overlapping runs on ECS: skip this run if an older task of the same job on the same keys is still running.
 
 Only on ECS (``ECS_CONTAINER_METADATA_URI_V4`` set). Calls ``ecs:ListTasks`` and, when another
-task is found, ``ecs:DescribeTasks`` (to compare start times), both on this task's own cluster.
+task is found, ``ecs:DescribeTasks`` (to compare start times and shards), both on this task's own
+cluster. With a fanned-out run, tasks of the same family run side by side on purpose; two tasks
+overlap only if their shards can share a key: shard i of n and shard j of m share keys exactly
+when i ≡ j (mod gcd(n, m)) (so the same shard of the same count, and anything against an unsharded
+task). A task's shard is read from its container overrides (``contract.SHARD_SET``; none: 0 of 1).
 
 This check is what keeps two runs from loading at the same time. Overlapping runs never lose
 rows, but they can write a key twice: each reads the same missing keys, and BigQuery may commit
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import urllib.request
 from collections.abc import Mapping
 
+from etl_job import contract
 from etl_job.logs import fields
 
 log = logging.getLogger(__name__)
@@ -27,13 +33,13 @@ METADATA_TIMEOUT_SECONDS = 2
 IAM_ACTIONS = ("ecs:ListTasks", "ecs:DescribeTasks")
 
 
-def older_run_in_progress(env: Mapping[str, str]) -> bool:
-    """True if another task of this task's family is running on its cluster and started before it."""
+def older_run_in_progress(env: Mapping[str, str], *, shard: tuple[int, int] = (0, 1)) -> bool:
+    """True if another task of this task's family, on keys of this ``shard`` (index, count), runs and started first."""
     uri = env.get(METADATA_URI, "").strip()
     if not uri:
         return False
     try:
-        return _check(uri)
+        return _check(uri, shard)
     except Exception as exc:  # noqa: BLE001 - fail open, see the module docstring
         log.warning(
             "could not check for an overlapping run; going ahead (if another run is going, keys may be loaded twice)",
@@ -43,7 +49,7 @@ def older_run_in_progress(env: Mapping[str, str]) -> bool:
         return False
 
 
-def _check(metadata_uri: str) -> bool:
+def _check(metadata_uri: str, shard: tuple[int, int]) -> bool:
     with urllib.request.urlopen(f"{metadata_uri.rstrip('/')}/task", timeout=METADATA_TIMEOUT_SECONDS) as response:
         task = json.load(response)
     cluster, me, family = task["Cluster"], task["TaskARN"], task["Family"]
@@ -56,16 +62,41 @@ def _check(metadata_uri: str) -> bool:
     others = [arn for arn in running if arn != me]
     if not others:
         return False
-    described = {t["taskArn"]: t for t in ecs.describe_tasks(cluster=cluster, tasks=[me, *others][:100])["tasks"]}
+    arns = [me, *others]
+    described = {t["taskArn"]: t for start in range(0, len(arns), 100)  # DescribeTasks takes at most 100
+                 for t in ecs.describe_tasks(cluster=cluster, tasks=arns[start:start + 100])["tasks"]}
+    others = [arn for arn in others if shards_overlap(shard, task_shard(described.get(arn)))]
+    if not others:
+        log.info("other shards of this job are running; none on this shard's keys",
+                 extra=fields(shard_index=shard[0], shard_count=shard[1]))
+        return False
     older = [arn for arn in others if _start_order(described.get(arn), arn) < _start_order(described.get(me), me)]
     if older:
         log.warning(
             "another run of this job is still going; skipping this one",
-            extra=fields(task_arn=me, running_task_arns=older, cluster=cluster, family=family),
+            extra=fields(task_arn=me, running_task_arns=older, cluster=cluster, family=family,
+                         shard_index=shard[0], shard_count=shard[1]),
         )
         return True
     log.info("a newer run of this job is starting too; it will skip", extra=fields(other_task_arns=others))
     return False
+
+
+def shards_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether shard a = (index, count) and shard b can hold the same key (a key hashes to h mod count)."""
+    return (a[0] - b[0]) % math.gcd(a[1], b[1]) == 0
+
+
+def task_shard(described: dict | None) -> tuple[int, int]:
+    """A described task's shard from its container overrides; 0 of 1 (all keys) when unset or unreadable."""
+    overrides = (described or {}).get("overrides") or {}
+    env = {item.get("name"): item.get("value", "")
+           for container in overrides.get("containerOverrides") or [] for item in container.get("environment") or []}
+    try:
+        index, count = int(env.get(contract.SHARD_INDEX, 0)), int(env.get(contract.SHARD_COUNT, 1))
+    except ValueError:
+        return 0, 1
+    return (index, count) if 0 <= index < count else (0, 1)
 
 
 def _start_order(described: dict | None, arn: str) -> tuple:

@@ -30,7 +30,8 @@ How a run stays correct however it ends:
   until the stop deadline, when BigQuery work still in flight is abandoned (and its job asked
   to cancel). Whatever did not land, the next run redoes.
 * Shardable: ``Shard(index, count)`` restricts the run to a hash slice of the key space, so N
-  tasks can split one table (today the job always runs as ``Shard(0, 1)``).
+  tasks can split one table (ETL_SHARD_INDEX / ETL_SHARD_COUNT, set per task by the fan-out state
+  machine; unset: ``Shard(0, 1)``). NULL keys hash to no shard; shard 0 counts them, once per run.
 
 The model is "each source key is processed once": a source row changed after it was loaded is
 not reprocessed; delete its key from the destination to have the next run redo it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -132,6 +133,16 @@ class Job:
     def count(self, table: str | None = None) -> int:
         """Row count of a table (default: the destination)."""
         return next(iter(self.client.query(f"SELECT COUNT(*) AS n FROM `{table or self.destination}`").result())).n
+
+
+def kill_after_first_batch(process: subprocess.Popen) -> None:
+    """SIGKILL a started job once it has loaded a batch: no cleanup at all, possibly mid-load."""
+    for line in process.stderr:
+        if '"batch loaded"' in line:
+            process.kill()
+            break
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
 
 
 def source_schema():

@@ -19,6 +19,7 @@ def test_defaults():
     assert (config.key_column, config.batch_size, config.concurrency) == ("id", 5000, 64)
     assert (config.log_level, config.log_format, config.timeout_minutes) == ("INFO", "json", None)
     assert config.transform == "etl_job.transform:transform"
+    assert (config.shard_index, config.shard_count) == (0, 1)
     assert str(config.errors_table) == "my-project.clean.customers_errors"
     assert config.destination_table.sql == "`my-project.clean.customers`"
 
@@ -74,6 +75,33 @@ def test_invalid_values_are_named_with_the_fix(name, value, message):
     with pytest.raises(JobError, match="invalid configuration") as error:
         load_config({**BASE, name: value})
     assert message in str(error.value)
+
+
+def test_the_shard_set_by_the_state_machine_is_read_and_logged():
+    config = load_config({**BASE, contract.SHARD_INDEX: "7", contract.SHARD_COUNT: "8"})
+
+    assert (config.shard_index, config.shard_count) == (7, 8)
+    assert (config.summary()["shard_index"], config.summary()["shard_count"]) == (7, 8)
+
+
+@pytest.mark.parametrize(
+    ("index", "count", "message"),
+    [
+        ("3", "", "ETL_SHARD_INDEX and ETL_SHARD_COUNT go together: set both or neither"),
+        ("", "8", "ETL_SHARD_INDEX and ETL_SHARD_COUNT go together: set both or neither"),
+        ("8", "8", "ETL_SHARD_INDEX='8' is invalid: use a whole number from 0 to 7 (below ETL_SHARD_COUNT=8)"),
+        ("-1", "8", "ETL_SHARD_INDEX='-1' is invalid: use a whole number from 0 to 7"),
+        ("²", "8", "ETL_SHARD_INDEX='²' is invalid"),
+        ("0", "0", "ETL_SHARD_COUNT='0' is invalid: use a whole number from 1 to 100"),
+        ("0", "101", "ETL_SHARD_COUNT='101' is invalid: use a whole number from 1 to 100"),
+        ("0", "eight", "ETL_SHARD_COUNT='eight' is invalid"),
+    ],
+)
+def test_a_bad_shard_is_named_with_the_fix(index, count, message):
+    with pytest.raises(JobError) as error:
+        load_config({**BASE, contract.SHARD_INDEX: index, contract.SHARD_COUNT: count})
+    (problem,) = str(error.value).splitlines()[1:]
+    assert problem.startswith(f"  - {message}")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "soon", "10081"])

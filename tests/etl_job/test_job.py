@@ -10,7 +10,7 @@ import time
 import pytest
 
 from etl_job import metrics, stopping
-from tests.etl_job.conftest import source_row
+from tests.etl_job.conftest import kill_after_first_batch, source_row
 
 SLOW = "tests.etl_job.transforms:slow"
 
@@ -158,13 +158,7 @@ def test_sigterm_stops_cleanly_and_the_next_run_completes_exactly(job):
 
 def test_a_run_killed_at_any_point_is_completed_exactly_by_the_next(job):
     job.seed(400)
-    process = job.start(ETL_TRANSFORM=SLOW, ETL_BATCH_SIZE="40", ETL_CONCURRENCY="4")
-    for line in process.stderr:
-        if '"batch loaded"' in line:
-            process.kill()  # SIGKILL: no cleanup at all, possibly mid-load
-            break
-    process.communicate(timeout=30)
-    assert process.returncode == -signal.SIGKILL
+    kill_after_first_batch(job.start(ETL_TRANSFORM=SLOW, ETL_BATCH_SIZE="40", ETL_CONCURRENCY="4"))
 
     done = job.run()
 

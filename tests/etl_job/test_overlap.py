@@ -10,6 +10,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import boto3
 import pytest
 
+from etl_job import contract
+from etl_job.overlap import shards_overlap
+
 FAMILY = "etl-job"
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -79,6 +82,22 @@ def ecs(ecs_endpoint):
         def stop(arn: str) -> None:
             client.stop_task(cluster=cluster, task=arn, reason="test")
 
+        @staticmethod
+        def start(shard: tuple[int, int] | None, after: str = "") -> str:
+            """Run one more task, with the fan-out's container overrides for ``shard`` (None: none), ordered
+            after task ``after``: moto gives tasks no creation time, so the job orders them by ARN."""
+            environment = [] if shard is None else [
+                {"name": contract.SHARD_INDEX, "value": str(shard[0])},
+                {"name": contract.SHARD_COUNT, "value": str(shard[1])},
+            ]
+            overrides = {"containerOverrides": [{"name": "job", "environment": environment}]}
+            while True:
+                (task,) = client.run_task(cluster=cluster, taskDefinition=FAMILY, launchType="FARGATE",
+                                          overrides=overrides)["tasks"]
+                if task["taskArn"] > after:
+                    return task["taskArn"]
+                client.stop_task(cluster=cluster, task=task["taskArn"], reason="test: ordered before the other")
+
     yield Ecs
     server.shutdown()
     server.server_close()
@@ -125,3 +144,39 @@ def test_an_unreachable_ecs_api_fails_open_with_a_warning(job, ecs):
     assert warning["level"] == "WARNING" and warning["overlap_check"] == "failed"
     assert warning["needs_iam_actions"] == ["ecs:ListTasks", "ecs:DescribeTasks"]
     assert job.count() == 10
+
+
+@pytest.mark.parametrize(
+    ("running", "mine", "skips"),
+    [
+        ((0, 8), (1, 8), False),  # the other shards of the same execution run side by side
+        ((3, 8), (3, 8), True),  # the same shard of an older execution is still going
+        (None, (3, 8), True),  # an older unsharded run covers every key
+        ((3, 8), None, True),  # and an unsharded run covers this shard's keys
+        ((1, 4), (5, 8), True),  # shard count changed: 5 mod 8 keys are 1 mod 4 keys
+        ((1, 4), (2, 8), False),  # 2 mod 8 keys are 2 mod 4 keys, never 1 mod 4
+    ],
+)
+def test_only_an_older_task_on_the_same_keys_makes_a_shard_skip(job, ecs, running, mine, skips):
+    job.seed(40)
+    ecs.stop(ecs.older)
+    ecs.stop(ecs.newer)
+    older = ecs.start(running)
+    me = ecs.start(mine, after=older)
+    shard = {} if mine is None else {contract.SHARD_INDEX: str(mine[0]), contract.SHARD_COUNT: str(mine[1])}
+
+    done = job.run(**ecs.env(me=me), **shard)
+
+    assert done.returncode == (5 if skips else 0), done.stderr
+    assert (older in done.stderr) == skips
+    touched = [t.table_id for t in job.client.list_tables(job.dataset)] != ["source"]
+    assert touched != skips
+
+
+def test_shards_overlap_exactly_when_some_key_can_hash_into_both():
+    for a_count in range(1, 13):
+        for b_count in range(1, 13):
+            for a in range(a_count):
+                for b in range(b_count):
+                    shared = any(h % a_count == a and h % b_count == b for h in range(a_count * b_count))
+                    assert shards_overlap((a, a_count), (b, b_count)) == shared
