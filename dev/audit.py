@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from etl_job import contract
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "cdk.out" / "audit"
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
@@ -27,7 +29,8 @@ DOCKERFILE = ROOT / "etl_job" / "Dockerfile"
 ACKNOWLEDGED = "aws:cdk:acknowledged-rules"  # aws_cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
 
 # Every branch of the stack that changes resources or permissions: both stages, then the optional
-# features (Spot, a log CMK, an alarm e-mail, a secret by name) and bring-your-own VPC and secret ARN.
+# features (Spot, a log CMK, an alarm e-mail, a secret by name), bring-your-own VPC and secret ARN, and
+# the keyless configuration (Workload Identity Federation: no secret at all).
 CONFIGURATIONS: dict[str, dict[str, str]] = {
     "dev": {"stage": "dev"},
     "prod": {"stage": "prod"},
@@ -44,6 +47,13 @@ CONFIGURATIONS: dict[str, dict[str, str]] = {
         "subnet_ids": "subnet-0123456789abcdef0,subnet-0fedcba9876543210",
         "assign_public_ip": "false",
         "google_credentials_secret": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/google-etl-key-AbCdEf",
+    },
+    "dev-wif": {
+        "stage": "dev",
+        "google_auth": "workload_identity",
+        "workload_identity_provider": "//iam.googleapis.com/projects/123456789012/locations/global/"
+                                      "workloadIdentityPools/etl-pool/providers/aws-etl",
+        "google_service_account": "etl-job@my-gcp-project.iam.gserviceaccount.com",
     },
 }
 
@@ -411,7 +421,30 @@ def keys_summary(template: dict[str, Any], names: dict[str, str]) -> list[str]:
                     lines.append(
                         f"- Container `{container['Name']}` gets `{secret['Name']}` from `{readable(secret['ValueFrom'], names)}` at start"
                     )
+                lines += google_credentials_summary(container)
     return lines
+
+
+def google_credentials_summary(container: dict[str, Any]) -> list[str]:
+    """Which Google credential the job holds in this configuration, where it lives and for how long."""
+    environment = {e["Name"]: e["Value"] for e in container.get("Environment", [])}
+    if contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG in environment:
+        wif = json.loads(environment[contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG])
+        impersonated = "service_account_impersonation_url" in wif
+        return [
+            "- Google credentials (workload_identity): no Google key exists. The credential configuration in the plain "
+            f"environment (`{contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG}`) holds no secret: audience `{wif['audience']}`",
+            "  - the task role's AWS credentials: served by the ECS container endpoint into the task's memory only; "
+            "temporary, rotated by ECS before they expire (hours)",
+            "  - Google's federated token (STS): in the task's memory only; 1 hour, renewed 3 min 45 s before expiry",
+            *(["  - the service account's access token (IAM Credentials generateAccessToken): in the task's memory "
+               "only; 1 hour, renewed likewise"] if impersonated else []),
+        ]
+    return [
+        f"- Google credentials (key): a service-account key in the Secrets Manager secret named above, read into the container's environment "
+        f"(`{contract.GOOGLE_CREDENTIALS_JSON}`) at each start; it lives until it is deleted in GCP (Google keys do not "
+        "expire unless an organization policy sets iam.serviceAccountKeyExpiryHours)",
+    ]
 
 
 # --- the report --------------------------------------------------------------------------------

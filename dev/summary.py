@@ -24,13 +24,20 @@ def summarize(template: dict) -> str:
         f"  schedule  {rule['ScheduleExpression']} ({rule['State'].lower()})",
         f"  job       {environment['ETL_SOURCE_TABLE']} -> {environment['ETL_DESTINATION_TABLE']} "
         f"(key {environment['ETL_KEY_COLUMN']}, batches of {environment['ETL_BATCH_SIZE']})",
-        f"  secrets   {', '.join(s['Name'] for s in container.get('Secrets', []))} from Secrets Manager",
+        _google_auth(container, environment),
         f"  alerts    {counts.get('AWS::CloudWatch::Alarm', 0)} alarms and a task-failure rule -> SNS topic",
         f"  NAT gateways: {counts.get('AWS::EC2::NatGateway', 0)}",
         "  resources:",
     ]
     lines += [f"    {count:3d}  {kind}" for kind, count in sorted(counts.items())]
     return "\n".join(lines)
+
+
+def _google_auth(container: dict, environment: dict[str, str]) -> str:
+    if "GOOGLE_WORKLOAD_IDENTITY_CONFIG" in environment:
+        audience = json.loads(environment["GOOGLE_WORKLOAD_IDENTITY_CONFIG"])["audience"]
+        return f"  google    workload identity federation from the task role, no secret ({audience})"
+    return f"  secrets   {', '.join(s['Name'] for s in container.get('Secrets', []))} from Secrets Manager"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def estimate(config: stage_config.StageConfig) -> dict[str, float]:
     runs_per_month = runs_per_year(config.schedule) / 12 if config.schedule_enabled else 0
     alarms = 2 + (missed_run_window_minutes(config.schedule, config.timeout_minutes) is not None)
     fixed = (
-        (prices.SECRET_MONTH if config.google_credentials_secret is None else 0)
+        (prices.SECRET_MONTH if config.google_credentials_secret is None and config.google_auth == "key" else 0)
         + prices.KMS_KEY_MONTH * (1 + config.log_kms_key + (config.secret_kms_key and config.google_credentials_secret is None))
         + prices.ALARM_MONTH * alarms
         + prices.CUSTOM_METRIC_MONTH
@@ -56,7 +56,7 @@ def report(config: stage_config.StageConfig) -> str:
     lines += [f"  {name:46} {fixed:>12.2f} {run:>10.4f} {month:>10.2f}" for name, fixed, run, month in rows]
     lines += [
         "",
-        "  Fixed: the Google key secret, KMS keys (alert topic; logs and secret if configured), alarms, the success metric.",
+        "  Fixed: the Google key secret (none with google_auth=workload_identity), KMS keys (alert topic; logs and secret if configured), alarms, the success metric.",
         "  Not included: CloudWatch Logs ingestion ($0.50/GB), ECR image storage ($0.10/GB-month), data transfer,",
         "  and BigQuery itself. Spot is estimated at the usual 70% discount; the real Spot price varies.",
         "  The Glue row counts compute and the secret only: alerting on Glue would add the same alarms and key.",

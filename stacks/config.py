@@ -23,6 +23,8 @@ _SUBNET = re.compile(r"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_WIF_PROVIDER = re.compile(contract.WIF_PROVIDER_PATTERN)
+_SERVICE_ACCOUNT = re.compile(contract.SERVICE_ACCOUNT_PATTERN)
 
 # Context keys that belong to the CDK itself or to this file's layout, not to the stack.
 _LAYOUT_KEYS = ("defaults", "stages", "cli-telemetry")
@@ -60,6 +62,9 @@ class StageConfig:
     google_credentials_secret: str | None
     alarm_email: str | None
     expected_run_minutes: int
+    google_auth: str
+    workload_identity_provider: str | None
+    google_service_account: str | None
 
     @property
     def stack_name(self) -> str:
@@ -68,7 +73,8 @@ class StageConfig:
 
 KEYS = tuple(f.name for f in fields(StageConfig))
 # Keys whose absence means "not set" (the CDK drops null context values).
-OPTIONAL_KEYS = ("vpc_id", "subnet_ids", "google_credentials_secret", "alarm_email")
+OPTIONAL_KEYS = ("vpc_id", "subnet_ids", "google_credentials_secret", "alarm_email", "workload_identity_provider",
+                 "google_service_account")
 _HOW = "set it in cdk.json (\"defaults\" or \"stages\") or override it with -c {key}=VALUE"
 
 
@@ -127,6 +133,52 @@ def _secret(value: Any) -> str | None:
                         "expected a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-AbCdEf) or a secret name")
     return _pattern("google_credentials_secret", value, _SECRET_NAME,
                     "expected a secret name (letters, digits and /_+=.@-) or ARN")
+
+
+_PROVIDER_SOURCE = (
+    "copy the provider's name from `gcloud iam workload-identity-pools providers describe PROVIDER "
+    "--workload-identity-pool=POOL --location=global --format='value(name)'` (or the GCP console: IAM & Admin > "
+    "Workload Identity Federation > the pool > the provider), e.g. "
+    "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/etl-pool/providers/aws-etl"
+)
+
+
+def _provider(value: Any) -> str | None:
+    value = _optional(value)
+    if value is None:
+        return None
+    text = value.strip().removeprefix("https:") if isinstance(value, str) else value
+    if isinstance(text, str) and text.startswith("projects/"):
+        text = "//iam.googleapis.com/" + text  # what `providers describe` prints
+    if isinstance(text, str) and not _WIF_PROVIDER.fullmatch(text) and re.fullmatch(
+        contract.WIF_PROVIDER_PATTERN.replace("[0-9]{1,20}", "[^/]+"), text
+    ):
+        raise _fail("workload_identity_provider", value, "it needs the project NUMBER, not the project id: "
+                    "`gcloud projects describe PROJECT_ID --format='value(projectNumber)'`")
+    return _pattern("workload_identity_provider", text, _WIF_PROVIDER, "expected a provider's full resource name; "
+                    + _PROVIDER_SOURCE)
+
+
+def _google_auth(raw: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    mode = _choice("google_auth", raw["google_auth"], contract.GOOGLE_AUTH_MODES)
+    provider = _provider(raw["workload_identity_provider"])
+    service_account = _optional(raw["google_service_account"])
+    if service_account is not None:
+        service_account = _pattern(
+            "google_service_account", str(service_account).strip(), _SERVICE_ACCOUNT,
+            "expected a service account's e-mail from `gcloud iam service-accounts list --format='value(email)'` "
+            "(GCP console: IAM & Admin > Service Accounts), e.g. etl-job@my-project.iam.gserviceaccount.com")
+    if mode == "workload_identity":
+        if provider is None:
+            raise _fail("workload_identity_provider", raw["workload_identity_provider"],
+                        "google_auth=workload_identity needs it; " + _PROVIDER_SOURCE)
+        if _optional(raw["google_credentials_secret"]) is not None or _bool("secret_kms_key", raw["secret_kms_key"]):
+            raise _fail("google_auth", mode, "workload_identity uses no secret: unset google_credentials_secret "
+                        "and secret_kms_key, or use google_auth=key")
+    elif provider is not None or service_account is not None:
+        raise _fail("google_auth", mode, "workload_identity_provider and google_service_account are for "
+                    "google_auth=workload_identity: set that, or remove them")
+    return mode, provider, service_account
 
 
 def _schedule(value: Any) -> str:
@@ -210,6 +262,7 @@ def load(context: Mapping[str, Any]) -> StageConfig:
     alarm_email = _optional(raw["alarm_email"])
     if alarm_email is not None:
         alarm_email = _pattern("alarm_email", alarm_email, _EMAIL, "expected an e-mail address")
+    google_auth, provider, service_account = _google_auth(raw)
 
     return StageConfig(
         stage=stage,
@@ -236,4 +289,7 @@ def load(context: Mapping[str, Any]) -> StageConfig:
         google_credentials_secret=_secret(raw["google_credentials_secret"]),
         alarm_email=alarm_email,
         expected_run_minutes=expected_run_minutes,
+        google_auth=google_auth,
+        workload_identity_provider=provider,
+        google_service_account=service_account,
     )

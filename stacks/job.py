@@ -33,8 +33,8 @@ _PLATFORMS = {
 
 
 def job_environment(config: StageConfig) -> dict[str, str]:
-    """The container's plain environment: exactly the contract's STACK_SET, never a secret."""
-    return {
+    """The container's plain environment: exactly the contract's STACK_SET and AUTH_PLAIN, never a secret."""
+    environment = {
         contract.SOURCE_TABLE: config.source_table,
         contract.DESTINATION_TABLE: config.destination_table,
         contract.KEY_COLUMN: config.key_column,
@@ -45,6 +45,11 @@ def job_environment(config: StageConfig) -> dict[str, str]:
         contract.STAGE: config.stage,
         contract.TIMEOUT_MINUTES: str(config.timeout_minutes),
     }
+    if config.google_auth == "workload_identity":
+        wif = contract.workload_identity_config(provider=config.workload_identity_provider,
+                                                service_account=config.google_service_account)
+        environment[contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG] = json.dumps(wif, separators=(",", ":"))
+    return environment
 
 
 class EtlJob(Construct):
@@ -54,7 +59,9 @@ class EtlJob(Construct):
         super().__init__(scope, construct_id)
         cpu_architecture, platform = _PLATFORMS[config.architecture]
 
-        self.secret = self._google_secret(config.google_credentials_secret, config.secret_kms_key)
+        keyless = config.google_auth == "workload_identity"
+        # Workload Identity Federation: the task role is the identity Google trusts; no secret at all.
+        self.secret = None if keyless else self._google_secret(config.google_credentials_secret, config.secret_kms_key)
         self.log_group = self._log_group(config)
 
         self.task_definition = ecs.FargateTaskDefinition(
@@ -77,18 +84,21 @@ class EtlJob(Construct):
             readonly_root_filesystem=True,
             stop_timeout=Duration.seconds(limits.STOP_TIMEOUT_SECONDS),
             environment=job_environment(config),
-            secrets={contract.GOOGLE_CREDENTIALS_JSON: ecs.Secret.from_secrets_manager(self.secret)},
+            secrets={} if keyless else {contract.GOOGLE_CREDENTIALS_JSON: ecs.Secret.from_secrets_manager(self.secret)},
             logging=ecs.LogDriver.aws_logs(stream_prefix=limits.PROJECT, log_group=self.log_group),
         )
+        if keyless:
+            self._name_task_role(config.stage)
         self.container.add_mount_points(
             ecs.MountPoint(source_volume="scratch", container_path=limits.SCRATCH_PATH, read_only=False)
         )
         acknowledge(
             self.task_definition.node.default_child,
             "ECS2",
-            "The plain environment holds only non-secret job settings (table ids, batch size, log level), "
-            "kept in the template so reviewers see them in cdk diff; the one secret, the Google key, is "
-            "injected from Secrets Manager as an ECS secret.",
+            "The plain environment holds only non-secret job settings (table ids, batch size, log level, and "
+            "with workload_identity the credential configuration: an audience and two URLs), kept in the template "
+            "so reviewers see them in cdk diff; the one secret, a Google key, is injected from Secrets Manager "
+            "as an ECS secret.",
         )
         acknowledge(
             self.task_definition.obtain_execution_role().node.find_child("DefaultPolicy"),
@@ -100,6 +110,13 @@ class EtlJob(Construct):
     @property
     def task_role(self) -> iam.IRole:
         return self.task_definition.task_role
+
+    def _name_task_role(self, stage: str) -> None:
+        # Google's provider condition names the role, and the assumed-role ARN it sees (with ECS's
+        # 32-character task-id session) must fit google.subject's 127 bytes: a generated role name
+        # (up to 64 characters) might not. The region keeps two regions' stacks apart (IAM is global).
+        name = limits.TASK_ROLE_NAME.format(prefix=limits.STACK_NAME_PREFIX, stage=stage, region=Stack.of(self).region)
+        self.task_definition.task_role.node.default_child.role_name = name  # type: ignore[union-attr]
 
     def _google_secret(self, existing: str | None, customer_managed_key: bool) -> secretsmanager.ISecret:
         if existing is None:

@@ -31,6 +31,11 @@ CONTAINER_USER = "10001"
 SCRATCH_PATH = "/tmp"
 STOP_TIMEOUT_SECONDS = 120  # Fargate's maximum; the job settles in-flight work within it
 
+# Workload Identity Federation: the task role's fixed name, and what Google allows for the ARN it sees.
+TASK_ROLE_NAME = "{prefix}-{stage}-{region}"
+ECS_ROLE_SESSION_NAME_CHARS = 32  # ECS assumes the task role with the task id as the session name
+GOOGLE_SUBJECT_MAX_BYTES = 127  # google.subject (mapped from the assumed-role ARN) may not be longer
+
 # The scheduled launch: EventBridge retries a failed RunTask this often, for at most this long,
 # then puts the event on the dead-letter queue.
 LAUNCH_RETRY_ATTEMPTS = 3

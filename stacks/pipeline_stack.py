@@ -17,6 +17,7 @@ from stacks.nag import acknowledge, skip_checkov
 from stacks.network import Network
 from stacks.schedule import Schedule
 from stacks.schedule_expression import missed_run_window_minutes
+from stacks.workload_identity import setup_commands
 
 
 class EtlPipelineStack(Stack):
@@ -105,7 +106,6 @@ class EtlPipelineStack(Stack):
             "TaskDefinitionArn": (job.task_definition.task_definition_arn, "Task definition of the job"),
             "TaskDefinitionFamily": (job.task_definition.family, "Task definition family (all revisions)"),
             "LogGroupName": (job.log_group.log_group_name, "CloudWatch log group of the job"),
-            "SecretArn": (job.secret.secret_arn, "Secrets Manager secret holding the Google key"),
             "SubnetIds": (subnets, "Subnets the task is launched in"),
             "SecurityGroupId": (network.security_group.security_group_id, "Security group of the task"),
             "ScheduleRuleName": (schedule.rule.rule_name, "EventBridge rule that starts the job"),
@@ -120,5 +120,12 @@ class EtlPipelineStack(Stack):
             "Capacity": (config.capacity, "on-demand (FARGATE) or spot (FARGATE_SPOT)"),
             "AssignPublicIp": (public_ip, "Whether the task gets a public IP for egress"),
         }
+        if job.secret is not None:
+            outputs["SecretArn"] = (job.secret.secret_arn, "Secrets Manager secret holding the Google key")
+        else:
+            outputs["TaskRoleArn"] = (job.task_role.role_arn, "The AWS identity Google trusts (workload identity)")
+            outputs.update(setup_commands(provider=config.workload_identity_provider,
+                                          service_account=config.google_service_account,
+                                          task_role=job.task_role, stage=config.stage))
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)

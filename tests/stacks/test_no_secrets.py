@@ -96,8 +96,9 @@ def test_the_template_holds_no_key_and_the_secret_only_its_placeholder(name: str
         assert "GenerateSecretString" not in secret
     (definition,) = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"]
     (container,) = definition["ContainerDefinitions"]
+    mode = CONFIGURATIONS[name].get("google_auth", "key")
     assert not {e["Name"] for e in container["Environment"]} & set(contract.STACK_SECRETS)
-    assert {s["Name"] for s in container["Secrets"]} == set(contract.STACK_SECRETS)
+    assert {s["Name"] for s in container.get("Secrets", [])} == set(contract.AUTH_SECRETS[mode])
 
 
 @pytest.mark.parametrize("name", CONFIGURATIONS)

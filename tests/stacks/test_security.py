@@ -190,7 +190,7 @@ def test_the_execution_role_reads_only_the_jobs_secret_and_writes_only_its_log_g
     _, definition = task_definition(t)
     granted = role_statements(t)[definition["ExecutionRoleArn"]["Fn::GetAtt"][0]]
     (container,) = definition["ContainerDefinitions"]
-    secrets = [json.dumps(s["ValueFrom"]) for s in container["Secrets"]]
+    secrets = [json.dumps(s["ValueFrom"]) for s in container.get("Secrets", [])]
     log_group_arn = {"Fn::GetAtt": [container["LogConfiguration"]["Options"]["awslogs-group"]["Ref"], "Arn"]}
 
     assert {a for s in granted for a in actions(s)} <= EXECUTION_ROLE_ACTIONS

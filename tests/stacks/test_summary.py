@@ -12,3 +12,12 @@ def test_summary_names_the_task_schedule_tables_and_resources() -> None:
     assert "GOOGLE_CREDENTIALS_JSON from Secrets Manager" in text
     assert "NAT gateways: 0" in text
     assert "  1  AWS::ECS::TaskDefinition" in text
+
+
+def test_summary_of_a_keyless_stack_names_the_provider_and_no_secret() -> None:
+    from dev.audit import CONFIGURATIONS
+
+    text = summarize(synth(**CONFIGURATIONS["dev-wif"]).to_json())
+    assert "workload identity federation from the task role, no secret" in text
+    assert "workloadIdentityPools/etl-pool/providers/aws-etl" in text
+    assert "Secrets Manager" not in text
