@@ -116,8 +116,11 @@ def describe_error(exc: BaseException) -> str | None:
         if "Error code unauthorized_client" in text:
             return (f"Google STS rejected this task's AWS role by the provider's attribute condition ({text}): "
                     "run the stack output WorkloadIdentityProviderCommand (or update-aws with its condition)")
-        return (f"Google STS rejected the signed AWS request ({text}): the task role's credentials are invalid "
-                "or expired, or the task's clock is off; check the provider's AWS account id and the task role")
+        if "Error code invalid_grant" in text:
+            return (f"Google STS rejected the signed AWS request ({text}): the task role's credentials are invalid "
+                    "or expired, or the task's clock is off; check the provider's AWS account id and the task role")
+        return (f"Google STS refused the token exchange ({text}): compare the provider's attribute mapping and "
+                "settings with the stack output WorkloadIdentityProviderCommand")
     if isinstance(exc, exceptions.RefreshError) and exc.args and exc.args[0] == _IMPERSONATION_FAILED:
         body = exc.args[1] if len(exc.args) > 1 else ""
         return (f"impersonating the service account was denied ({_google_message(body)}): grant the task's "

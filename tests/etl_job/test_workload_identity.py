@@ -115,6 +115,8 @@ def test_rotating_credentials_and_expiring_tokens_keep_a_long_run_going(job, sta
         pytest.param({"hand_out_wrong_secret": True}, {}, {}, "SignatureDoesNotMatch", id="bad-signature"),
         pytest.param({}, {"impersonators": ()}, {}, "impersonating the service account was denied", id="impersonation"),
         pytest.param(None, {}, {}, "no AWS credentials for Workload Identity Federation", id="no-task-role"),
+        pytest.param({"role_name": "R" * 64}, {}, {}, "Google STS refused the token exchange (Error code invalid_request: "
+                     "The size of mapped attribute google.subject exceeds", id="subject-too-long"),
     ],
 )
 def test_federation_failures_are_one_line_and_exit_1(job, stand_ins, tmp_path, aws_options, google_options, config,
