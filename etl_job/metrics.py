@@ -8,6 +8,11 @@ DIMENSION_STAGE = "Stage"
 # 1 per run that exited 0; alarm when missing. A field of the line, not an EMF metric: the stack's
 # log metric filter is its one publisher (EMF extraction as well would count every run twice).
 SUCCESSFUL_RUN = "SuccessfulRun"
+# Fields of the overlap check's log line, turned into metrics by the stack's log metric filters:
+# 1 when a run skips because an older one is still going (exit 5), and how many runs of the job were
+# loading when a run checked (the older ones still running, plus itself if it goes ahead).
+SKIPPED_RUN = "SkippedRun"
+CONCURRENT_RUNS = "ConcurrentRuns"
 ROWS_LOADED = "RowsLoaded"
 ROWS_FAILED = "RowsFailed"
 DURATION_SECONDS = "DurationSeconds"

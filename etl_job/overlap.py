@@ -23,7 +23,7 @@ import math
 import urllib.request
 from collections.abc import Mapping
 
-from etl_job import contract
+from etl_job import contract, metrics
 from etl_job.logs import fields
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def older_run_in_progress(env: Mapping[str, str], *, shard: tuple[int, int] = (0
     if not uri:
         return False
     try:
-        return _check(uri, shard)
+        return _check(uri, shard, stage=env.get(contract.STAGE, ""))
     except Exception as exc:  # noqa: BLE001 - fail open, see the module docstring
         log.warning(
             "could not check for an overlapping run; going ahead (if another run is going, keys may be loaded twice)",
@@ -49,7 +49,7 @@ def older_run_in_progress(env: Mapping[str, str], *, shard: tuple[int, int] = (0
         return False
 
 
-def _check(metadata_uri: str, shard: tuple[int, int]) -> bool:
+def _check(metadata_uri: str, shard: tuple[int, int], *, stage: str) -> bool:
     with urllib.request.urlopen(f"{metadata_uri.rstrip('/')}/task", timeout=METADATA_TIMEOUT_SECONDS) as response:
         task = json.load(response)
     cluster, me, family = task["Cluster"], task["TaskARN"], task["Family"]
@@ -61,6 +61,7 @@ def _check(metadata_uri: str, shard: tuple[int, int]) -> bool:
     ]
     others = [arn for arn in running if arn != me]
     if not others:
+        _log_runs(stage, concurrent_runs=1)
         return False
     arns = [me, *others]
     described = {t["taskArn"]: t for start in range(0, len(arns), 100)  # DescribeTasks takes at most 100
@@ -69,16 +70,19 @@ def _check(metadata_uri: str, shard: tuple[int, int]) -> bool:
     if not others:
         log.info("other shards of this job are running; none on this shard's keys",
                  extra=fields(shard_index=shard[0], shard_count=shard[1]))
+        _log_runs(stage, concurrent_runs=1)
         return False
     older = [arn for arn in others if _start_order(described.get(arn), arn) < _start_order(described.get(me), me)]
     if older:
         log.warning(
             "another run of this job is still going; skipping this one",
             extra=fields(task_arn=me, running_task_arns=older, cluster=cluster, family=family,
-                         shard_index=shard[0], shard_count=shard[1]),
+                         shard_index=shard[0], shard_count=shard[1],
+                         **_metric_fields(stage, concurrent_runs=len(older), skipped=True)),
         )
         return True
     log.info("a newer run of this job is starting too; it will skip", extra=fields(other_task_arns=others))
+    _log_runs(stage, concurrent_runs=1)
     return False
 
 
@@ -97,6 +101,16 @@ def task_shard(described: dict | None) -> tuple[int, int]:
     except ValueError:
         return 0, 1
     return (index, count) if 0 <= index < count else (0, 1)
+
+
+def _metric_fields(stage: str, *, concurrent_runs: int, skipped: bool) -> dict:
+    """The fields the stack's metric filters read (etl_job.metrics); the stage is their dimension."""
+    return {metrics.DIMENSION_STAGE: stage, metrics.CONCURRENT_RUNS: concurrent_runs, metrics.SKIPPED_RUN: int(skipped)}
+
+
+def _log_runs(stage: str, *, concurrent_runs: int) -> None:
+    log.info("no older run of this job is going; this run goes ahead",
+             extra=fields(**_metric_fields(stage, concurrent_runs=concurrent_runs, skipped=False)))
 
 
 def _start_order(described: dict | None, arn: str) -> tuple:

@@ -111,6 +111,8 @@ def test_the_newer_run_skips_with_exit_5_without_touching_data(job, ecs):
     assert done.returncode == 5, done.stderr
     assert "another run of this job is still going; skipping this one" in done.stderr
     assert ecs.older in done.stderr
+    # The fields the stack's metric filters count: one skip, one run loading (the older one).
+    assert _metric_fields(done.stderr) == {"Stage": "test", "SkippedRun": 1, "ConcurrentRuns": 1}
     assert [t.table_id for t in job.client.list_tables(job.dataset)] == ["source"]
 
 
@@ -121,6 +123,7 @@ def test_the_older_run_goes_ahead(job, ecs):
 
     assert done.returncode == 0, done.stderr
     assert "it will skip" in done.stderr
+    assert _metric_fields(done.stderr) == {"Stage": "test", "SkippedRun": 0, "ConcurrentRuns": 1}
     assert job.count() == 10
 
 
@@ -131,7 +134,14 @@ def test_a_run_alone_goes_ahead(job, ecs):
     done = job.run(**ecs.env(me=ecs.newer))
 
     assert done.returncode == 0, done.stderr
+    assert _metric_fields(done.stderr) == {"Stage": "test", "SkippedRun": 0, "ConcurrentRuns": 1}
     assert job.count() == 10
+
+
+def _metric_fields(stderr: str) -> dict:
+    """The metric fields of the one log line that carries them (stacks/alerts.py turns them into metrics)."""
+    (line,) = [json.loads(line) for line in stderr.splitlines() if '"SkippedRun"' in line]
+    return {key: line[key] for key in ("Stage", "SkippedRun", "ConcurrentRuns")}
 
 
 def test_an_unreachable_ecs_api_fails_open_with_a_warning(job, ecs):
