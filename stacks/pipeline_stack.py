@@ -70,7 +70,6 @@ class EtlPipelineStack(Stack):
             schedule_rule=schedule.rule,
             dead_letter_queue=schedule.dead_letter_queue,
             missed_run_window_minutes=missed_run_window_minutes(config.schedule, config.timeout_minutes),
-            schedule_enabled=config.schedule_enabled,
         )
 
         Tags.of(self).add("project", limits.PROJECT)

@@ -18,7 +18,7 @@ def alarms(template: Template) -> dict[str, dict]:
 
 
 def alarm_on(template: Template, metric_name: str) -> dict:
-    (found,) = [a for a in alarms(template).values() if a["MetricName"] == metric_name]
+    (found,) = [a for a in alarms(template).values() if a.get("MetricName") == metric_name]
     return found
 
 
@@ -37,8 +37,17 @@ def test_topic_is_encrypted_with_a_rotated_key_the_publishers_may_use(dev: Templ
         services.update([service] if isinstance(service, str) else service)
     assert services == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}
     (policy,) = dev.find_resources("AWS::SNS::TopicPolicy").values()
-    deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    deny = [s for s in statements if s["Effect"] == "Deny"]
     assert deny and deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # The policy replaces SNS's default one: CloudWatch, not only EventBridge, must be let in.
+    publishers = {s["Principal"]["Service"] for s in statements if s["Effect"] == "Allow"}
+    assert publishers == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}
+    (alarms_statement,) = [s for s in statements if s.get("Sid") == "AlarmsOfThisStackPublish"]
+    assert alarms_statement["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        {"Fn::GetAtt": [alarm_id, "Arn"]} for alarm_id in dev.find_resources("AWS::CloudWatch::Alarm")
+    ]
+    assert alarms_statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
 
 
 def test_email_subscription_only_when_configured(dev: Template) -> None:
@@ -50,13 +59,17 @@ def test_email_subscription_only_when_configured(dev: Template) -> None:
     )
 
 
-def failure_rule(template: Template) -> dict:
+def rule_for(template: Template, detail_type: str) -> dict:
     (rule,) = [
         r["Properties"]
         for r in template.find_resources("AWS::Events::Rule").values()
-        if "EventPattern" in r["Properties"]
+        if detail_type in r["Properties"].get("EventPattern", {}).get("detail-type", [])
     ]
     return rule
+
+
+def failure_rule(template: Template) -> dict:
+    return rule_for(template, "ECS Task State Change")
 
 
 def test_task_stops_with_non_zero_exit_or_failed_start_notify_the_topic(dev: Template) -> None:
@@ -67,7 +80,8 @@ def test_task_stops_with_non_zero_exit_or_failed_start_notify_the_topic(dev: Tem
     assert detail["clusterArn"] == [{"Fn::GetAtt": [logical_id(dev, "AWS::ECS::Cluster"), "Arn"]}]
     assert json.dumps(detail["taskDefinitionArn"]).endswith(':task-definition/etl-pipeline-dev:"]]}}]')
     assert detail["lastStatus"] == ["STOPPED"]
-    assert {"containers": {"exitCode": [{"anything-but": 0}]}} in detail["$or"]
+    # Exit 5 (skipped: the previous run is still going) is not a failure; repeated skips alarm instead.
+    assert {"containers": {"exitCode": [{"anything-but": [0, 5]}]}} in detail["$or"]
     assert {"stopCode": ["TaskFailedToStart", "SpotInterruption"]} in detail["$or"]
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Ref": topic_id(dev)}
@@ -76,8 +90,40 @@ def test_task_stops_with_non_zero_exit_or_failed_start_notify_the_topic(dev: Tem
         "$.detail.containers[0].exitCode", "$.detail.stopCode", "$.detail.stoppedReason", "$.detail.taskArn",
     }
     message = json.dumps(transformer["InputTemplate"])
-    for must in ("(dev)", "Exit code", "4 timed out", "Stopped reason", "aws logs tail", logical_id(dev, "AWS::Logs::LogGroup")):
+    for must in ("etl-pipeline dev:", "Exit code", "4 timed out", "Stopped reason", "aws logs tail", logical_id(dev, "AWS::Logs::LogGroup")):
         assert must in message
+    assert "5 skipped" not in message
+
+
+@pytest.mark.parametrize("config", [{}, {"stage": "prod"}, {"capacity": "spot"}])
+def test_every_placeholder_of_an_input_template_is_an_input_path(config: dict) -> None:
+    """EventBridge rejects a target whose template has a <...> that InputPathsMap does not define."""
+    import re
+
+    for rule in synth(**config).find_resources("AWS::Events::Rule").values():
+        for target in rule["Properties"]["Targets"]:
+            transformer = target.get("InputTransformer")
+            if transformer:
+                text = json.dumps(transformer["InputTemplate"])
+                placeholders = set(re.findall(r"<([^<>]*)>", text))
+                assert placeholders <= set(transformer["InputPathsMap"]) | {"aws.events.rule-arn", "aws.events.rule-name", "aws.events.event.ingestion-time", "aws.events.event", "aws.events.event.json"}, placeholders
+
+
+def test_a_launch_ecs_refuses_notifies_the_topic(dev: Template) -> None:
+    rule = rule_for(dev, "AWS API Call via CloudTrail")
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.ecs"]
+    detail = pattern["detail"]
+    assert (detail["eventSource"], detail["eventName"]) == (["ecs.amazonaws.com"], ["RunTask"])
+    assert json.dumps(detail["requestParameters"]["taskDefinition"]).endswith(':task-definition/etl-pipeline-dev:"]]}}]')
+    assert detail["responseElements"] == {"failures": {"reason": [{"exists": True}]}}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Ref": topic_id(dev)}
+    assert set(target["InputTransformer"]["InputPathsMap"].values()) == {
+        "$.detail.responseElements.failures[0].reason", "$.detail.responseElements.failures[0].detail",
+        "$.detail.userIdentity.arn", "$.detail.eventTime",
+    }
+    assert "make run-now STAGE=dev" in json.dumps(target["InputTransformer"]["InputTemplate"])
 
 
 def test_failed_launches_and_dead_letters_alarm(dev: Template) -> None:
@@ -93,10 +139,10 @@ def test_failed_launches_and_dead_letters_alarm(dev: Template) -> None:
 
 
 def test_success_lines_become_the_metric_the_missed_run_alarm_watches(dev: Template) -> None:
-    _, metric_filter = only(dev, "AWS::Logs::MetricFilter")
-    props = metric_filter["Properties"]
+    (props,) = [f["Properties"] for f in dev.find_resources("AWS::Logs::MetricFilter").values()
+                if f["Properties"]["MetricTransformations"][0]["MetricName"] == metrics.SUCCESSFUL_RUN]
     assert props["LogGroupName"] == {"Ref": logical_id(dev, "AWS::Logs::LogGroup")}
-    assert props["FilterPattern"] == "{ $.SuccessfulRun = 1 }"
+    assert props["FilterPattern"] == "{ $.SuccessfulRun >= 1 }"
     (transformation,) = props["MetricTransformations"]
     assert (transformation["MetricNamespace"], transformation["MetricName"]) == (metrics.NAMESPACE, metrics.SUCCESSFUL_RUN)
     assert transformation["Dimensions"] == [{"Key": "Stage", "Value": "$.Stage"}]
@@ -104,14 +150,48 @@ def test_success_lines_become_the_metric_the_missed_run_alarm_watches(dev: Templ
     line = json.loads(metrics.success_emf_line(stage="dev", rows_loaded=1, rows_failed=0, duration_seconds=1))
     assert line[metrics.SUCCESSFUL_RUN] == 1 and line[metrics.DIMENSION_STAGE] == "dev"
 
-    missed = alarm_on(dev, metrics.SUCCESSFUL_RUN)
-    assert missed["Namespace"] == metrics.NAMESPACE
-    assert missed["Dimensions"] == [{"Name": "Stage", "Value": "dev"}]
-    assert missed["TreatMissingData"] == "breaching"
-    assert missed["ComparisonOperator"] == "LessThanThreshold" and missed["Threshold"] == 1
-    assert missed["Period"] == 28 * 3600  # daily schedule + 240 min timeout
-    assert missed["ActionsEnabled"] is True
+    missed = missed_run_alarm(dev)
+    queries = {q["Id"]: q for q in missed["Metrics"]}
+    succeeded = queries["succeeded"]["MetricStat"]
+    assert succeeded["Metric"]["Namespace"] == metrics.NAMESPACE and succeeded["Metric"]["MetricName"] == metrics.SUCCESSFUL_RUN
+    assert succeeded["Metric"]["Dimensions"] == [{"Name": "Stage", "Value": "dev"}]
+    assert succeeded["Period"] == 28 * 3600  # daily schedule + 240 min timeout
     assert missed["AlarmActions"] == [{"Ref": topic_id(dev)}]
+
+
+def missed_run_alarm(template: Template) -> dict:
+    (alarm,) = [a for a in alarms(template).values() if "Metrics" in a and any(q["Id"] == "succeeded" for q in a["Metrics"])]
+    return alarm
+
+
+def test_a_fresh_deploy_or_a_lifted_pause_does_not_page(dev: Template) -> None:
+    """Silence is not a missed run: only 'fired at least twice in the window and nothing succeeded' is."""
+    missed = missed_run_alarm(dev)
+    # No data at all (nothing fired, nothing ran: a fresh deploy, a pause) is not breaching.
+    assert missed["TreatMissingData"] == "notBreaching"
+    queries = {q["Id"]: q for q in missed["Metrics"]}
+    assert queries["expr_1"]["Expression"] == "IF(FILL(fired, 0) >= 2 AND FILL(succeeded, 0) < 1, 1, 0)"
+    fired = queries["fired"]["MetricStat"]
+    schedule_rule = [k for k in dev.find_resources("AWS::Events::Rule") if k.startswith("Schedule")][0]
+    assert fired["Metric"]["Namespace"] == "AWS/Events" and fired["Metric"]["MetricName"] == "Invocations"
+    assert fired["Metric"]["Dimensions"] == [{"Name": "RuleName", "Value": {"Ref": schedule_rule}}]
+    assert fired["Period"] == queries["succeeded"]["MetricStat"]["Period"] == 28 * 3600
+    assert missed["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and missed["Threshold"] == 1
+
+
+def test_skipping_twice_and_overlapping_runs_alarm(dev: Template) -> None:
+    filters = {f["Properties"]["MetricTransformations"][0]["MetricName"]: f["Properties"] for f in dev.find_resources("AWS::Logs::MetricFilter").values()}
+    # A skip line counts 1; every overlap check reports how many runs were loading.
+    assert filters[metrics.SKIPPED_RUN]["FilterPattern"] == "{ $.SkippedRun >= 1 }"
+    assert filters[metrics.SKIPPED_RUN]["MetricTransformations"][0]["MetricValue"] == "1"
+    assert filters[metrics.CONCURRENT_RUNS]["FilterPattern"] == "{ $.ConcurrentRuns >= 1 }"
+    assert filters[metrics.CONCURRENT_RUNS]["MetricTransformations"][0]["MetricValue"] == "$.ConcurrentRuns"
+    skips = alarm_on(dev, metrics.SKIPPED_RUN)
+    assert (skips["Statistic"], skips["Threshold"], skips["Period"]) == ("Sum", 2, 28 * 3600)
+    concurrent = alarm_on(dev, metrics.CONCURRENT_RUNS)
+    assert (concurrent["Statistic"], concurrent["Threshold"]) == ("Maximum", 2)
+    for alarm in (skips, concurrent):
+        assert alarm["TreatMissingData"] == "notBreaching" and alarm["AlarmActions"] == [{"Ref": topic_id(dev)}]
 
 
 @pytest.mark.parametrize(
@@ -132,12 +212,7 @@ def test_missed_run_window_follows_the_schedule(schedule: str, timeout: int, win
 
 def test_no_missed_run_alarm_when_the_schedule_is_too_sparse() -> None:
     template = synth(schedule="cron(0 5 1 * ? *)")
-    assert metrics.SUCCESSFUL_RUN not in [a["MetricName"] for a in alarms(template).values()]
-
-
-def test_paused_schedule_silences_the_missed_run_alarm() -> None:
-    template = synth(schedule_enabled="false")
-    assert alarm_on(template, metrics.SUCCESSFUL_RUN)["ActionsEnabled"] is False
+    assert not [a for a in alarms(template).values() if "Metrics" in a]
 
 
 def test_timeout_is_passed_to_the_job() -> None:

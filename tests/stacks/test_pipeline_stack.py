@@ -53,7 +53,7 @@ def test_one_of_each_core_resource(dev: Template) -> None:
     ):
         dev.resource_count_is(resource_type, 1)
     dev.resource_count_is("AWS::IAM::Role", 3)  # task, execution, events
-    dev.resource_count_is("AWS::Events::Rule", 2)  # the schedule, and failure alerts
+    dev.resource_count_is("AWS::Events::Rule", 3)  # the schedule, failed tasks and refused launches
 
 
 def test_task_definition_size_architecture_and_family(dev: Template, prod: Template) -> None:
