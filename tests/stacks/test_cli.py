@@ -75,3 +75,22 @@ def test_app_without_the_cli_reads_cdk_json_and_rejects_typos(tmp_path: Path) ->
     template = json.loads((tmp_path / "out" / "EtlPipeline-prod.template.json").read_text())
     (definition,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"]
     assert definition["Properties"]["Cpu"] == "1024"
+
+
+@pytest.mark.skipif(not CDK.exists(), reason="run through `make test`, which installs the pinned CDK CLI")
+def test_cdk_works_from_the_repo_root_without_the_venv_on_path(tmp_path: Path) -> None:
+    """`cdk ls` (and so diff, deploy, bootstrap) as a platform engineer types it: no venv activated."""
+    env = offline_env(tmp_path)
+    env["PATH"] = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
+    result = subprocess.run([str(CDK), "ls", "--no-lookups"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["EtlPipeline-dev"]
+
+
+def test_the_cdk_app_command_says_what_to_do_when_the_venv_is_missing(tmp_path: Path) -> None:
+    app = json.loads((ROOT / "cdk.json").read_text())["app"]
+    result = subprocess.run(app, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: .venv/bin/python is missing: run make setup in this folder first (cdk runs the app in the project venv)"
+    )
