@@ -80,10 +80,10 @@ review-templates: setup ## Refresh the committed review/ templates after an infr
 cost: setup ## Estimate the STAGE's monthly cost beside Glue and a NAT-gateway setup
 	$(PY) -m ops.cost $(STAGE)
 
-run-now: setup ## Start one run of the deployed STAGE now (needs AWS credentials)
-	$(PY) -m ops.runs start --stage $(STAGE)
+run-now: setup ## Start one run of the deployed STAGE now (SHARD=k: rerun one shard; needs AWS credentials)
+	$(PY) -m ops.runs start --stage $(STAGE) $(if $(SHARD),--shard=$(SHARD))
 
-stop-runs: setup ## Stop the deployed STAGE's running tasks (the job settles on SIGTERM)
+stop-runs: setup ## Stop the deployed STAGE's running executions and tasks (the job settles on SIGTERM)
 	$(PY) -m ops.runs stop --stage $(STAGE)
 
 bench: setup ## Benchmark the job against the tutorial's algorithm and the backend's floor

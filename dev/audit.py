@@ -55,6 +55,7 @@ CONFIGURATIONS: dict[str, dict[str, str]] = {
                                       "workloadIdentityPools/etl-pool/providers/aws-etl",
         "google_service_account": "etl-job@my-gcp-project.iam.gserviceaccount.com",
     },
+    "dev-shards": {"stage": "dev", "shards": "8"},
 }
 
 # Resource types that carry a resource-based policy, and the property that holds it.

@@ -1,4 +1,8 @@
-"""Start or stop runs of a deployed stage: `python -m ops.runs start|stop [--stage STAGE]`.
+"""Start or stop runs of a deployed stage: `python -m ops.runs start|stop [--stage STAGE] [--shard K]`.
+
+With shards > 1 a run is a Step Functions execution: ``start`` starts one (every shard, or only
+shard K to rerun a failed one) and prints its console link; ``stop`` stops the running executions
+and every running task of the job.
 
 Reads everything it needs from the stack's outputs, so it works for any account and region the
 AWS credentials point at. Errors a user can cause (no credentials, no region, stack not deployed)
@@ -8,6 +12,8 @@ print one line and exit 1.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import sys
 
 import boto3
@@ -36,9 +42,13 @@ def stack_outputs(stage: str) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
-def start(stage: str) -> str:
-    """Start one run now, exactly as the schedule would; return the task ARN."""
+def start(stage: str, shard: int | None = None) -> str:
+    """Start one run now, exactly as the schedule would (or only ``shard``); return the task or execution ARN."""
     outputs = stack_outputs(stage)
+    if "StateMachineArn" in outputs:
+        return _start_execution(stage, outputs, shard)
+    if shard not in (None, 0):
+        raise RunsError(f"SHARD={shard}: stage {stage} runs as one task (shards = 1); leave SHARD out")
     launch = (
         {"capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]}
         if outputs.get("Capacity") == "spot"
@@ -69,9 +79,36 @@ def start(stage: str) -> str:
     return task_arn
 
 
+def _start_execution(stage: str, outputs: dict[str, str], shard: int | None) -> str:
+    count = int(outputs["ShardCount"])
+    if shard is not None and not 0 <= shard < count:
+        raise RunsError(f"SHARD={shard} is not a shard of stage {stage}: use 0 to {count - 1}, or leave SHARD out for all")
+    client = boto3.client("stepfunctions")
+    which = f"shard-{shard}" if shard is not None else "all"
+    execution_arn = client.start_execution(
+        stateMachineArn=outputs["StateMachineArn"],
+        name=f"run-now-{which}-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}",
+        input=json.dumps({"shards": [shard] if shard is not None else list(range(count))}),
+    )["executionArn"]
+    region = client.meta.region_name
+    print(f"started {execution_arn} ({f'shard {shard} of {count}' if shard is not None else f'{count} shards'})")
+    print(f"console:    https://{region}.console.aws.amazon.com/states/home?region={region}"
+          f"#/v2/executions/details/{execution_arn}")
+    print(f"follow it:  aws logs tail {outputs['LogGroupName']} --follow")
+    print(f"stop it:    make stop-runs STAGE={stage}")
+    return execution_arn
+
+
 def stop(stage: str) -> list[str]:
-    """Stop every running task of the stage's job; the job settles in-flight work on SIGTERM."""
+    """Stop the stage's running executions and every running task of its job; the job settles on SIGTERM."""
     outputs = stack_outputs(stage)
+    if "StateMachineArn" in outputs:
+        client = boto3.client("stepfunctions")
+        pages = client.get_paginator("list_executions").paginate(stateMachineArn=outputs["StateMachineArn"],
+                                                                   statusFilter="RUNNING")
+        for execution in (e for page in pages for e in page["executions"]):
+            client.stop_execution(executionArn=execution["executionArn"], cause="stopped by make stop-runs")
+            print(f"stopping execution {execution['executionArn']}")
     ecs = boto3.client("ecs")
     arns = ecs.list_tasks(cluster=outputs["ClusterName"], family=outputs["TaskDefinitionFamily"], desiredStatus="RUNNING")["taskArns"]
     for arn in arns:
@@ -86,9 +123,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.runs", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("--stage", default="dev")
+    parser.add_argument("--shard", type=int, help="start: rerun only this shard (shards > 1)")
     args = parser.parse_args(argv)
     try:
-        (start if args.action == "start" else stop)(args.stage)
+        if args.action == "start":
+            start(args.stage, args.shard)
+        else:
+            stop(args.stage)
     except RunsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -65,6 +65,8 @@ class StageConfig:
     google_auth: str
     workload_identity_provider: str | None
     google_service_account: str | None
+    shards: int
+    max_parallel_shards: int
 
     @property
     def stack_name(self) -> str:
@@ -259,6 +261,8 @@ def load(context: Mapping[str, Any]) -> StageConfig:
     expected_run_minutes = _int("expected_run_minutes", raw["expected_run_minutes"], 1, contract.MAX_TIMEOUT_MINUTES)
     if expected_run_minutes > timeout_minutes:
         raise _fail("expected_run_minutes", raw["expected_run_minutes"], f"a run expected to last longer than timeout_minutes={timeout_minutes} would always time out")
+    shards = _int("shards", raw["shards"], 1, contract.MAX_SHARDS)
+    max_parallel_shards = _int("max_parallel_shards", raw["max_parallel_shards"], 1, limits.MAX_PARALLEL_SHARDS)
     alarm_email = _optional(raw["alarm_email"])
     if alarm_email is not None:
         alarm_email = _pattern("alarm_email", alarm_email, _EMAIL, "expected an e-mail address")
@@ -292,4 +296,6 @@ def load(context: Mapping[str, Any]) -> StageConfig:
         google_auth=google_auth,
         workload_identity_provider=provider,
         google_service_account=service_account,
+        shards=shards,
+        max_parallel_shards=max_parallel_shards,
     )

@@ -41,3 +41,14 @@ GOOGLE_SUBJECT_MAX_BYTES = 127  # google.subject (mapped from the assumed-role A
 LAUNCH_RETRY_ATTEMPTS = 3
 LAUNCH_MAX_EVENT_AGE_MINUTES = 60
 DLQ_RETENTION_DAYS = 14
+
+# The fan-out (shards > 1). Each running shard has at most one MERGE in flight into the one
+# destination table, and BigQuery runs 2 mutating DML statements per table at a time and queues 20
+# more; beyond that it fails them (BigQuery quotas, "DML statements"). So at most 20 at a time.
+MAX_PARALLEL_SHARDS = 20
+# A shard may take timeout_minutes, plus the stop grace, plus this long to be placed and pull its image.
+SHARD_LAUNCH_ALLOWANCE_SECONDS = 600
+# A shard whose launch fails (no Fargate capacity, throttling) is retried this often, waiting
+# 30 s, 60 s, 120 s (with full jitter) in between.
+SHARD_LAUNCH_RETRY_ATTEMPTS = 3
+SHARD_LAUNCH_RETRY_INTERVAL_SECONDS = 30

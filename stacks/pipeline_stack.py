@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_cdk import CfnOutput, Fn, Stack, Tags
@@ -12,6 +13,7 @@ from constructs import Construct
 from stacks import limits
 from stacks.alerts import Alerts
 from stacks.config import StageConfig
+from stacks.fanout import FanOut, execution_input
 from stacks.job import EtlJob
 from stacks.nag import acknowledge, skip_checkov
 from stacks.network import Network
@@ -58,8 +60,9 @@ class EtlPipelineStack(Stack):
             security_group=network.security_group,
             assign_public_ip=config.assign_public_ip,
             spot=config.capacity == "spot",
+            run_task=config.shards == 1,
         )
-        Alerts(
+        alerts = Alerts(
             self,
             "Alerts",
             stage=config.stage,
@@ -72,9 +75,14 @@ class EtlPipelineStack(Stack):
             missed_run_window_minutes=missed_run_window_minutes(config.schedule, config.timeout_minutes),
         )
 
+        fan_out = None
+        if config.shards > 1:
+            fan_out = FanOut(self, "FanOut", config=config, job=job, cluster=cluster, network=network, topic=alerts.topic)
+            schedule.start_execution(fan_out.state_machine, execution_input(config.shards))
+
         Tags.of(self).add("project", limits.PROJECT)
         Tags.of(self).add("stage", config.stage)
-        self._outputs(config, cluster, job, network, schedule)
+        self._outputs(config, cluster, job, network, schedule, fan_out)
 
     @staticmethod
     def _allow_overlap_check(task_role: iam.IRole, cluster: ecs.ICluster) -> None:
@@ -96,7 +104,8 @@ class EtlPipelineStack(Stack):
             "ecs:cluster condition, and they only read task status.",
         )
 
-    def _outputs(self, config: StageConfig, cluster: ecs.ICluster, job: EtlJob, network: Network, schedule: Schedule) -> None:
+    def _outputs(self, config: StageConfig, cluster: ecs.ICluster, job: EtlJob, network: Network, schedule: Schedule,
+                 fan_out: FanOut | None) -> None:
         subnets = Fn.join(",", network.subnet_ids)
         public_ip = "ENABLED" if config.assign_public_ip else "DISABLED"
         launch = "--capacity-provider-strategy capacityProvider=FARGATE_SPOT" if config.capacity == "spot" else "--launch-type FARGATE"
@@ -126,5 +135,14 @@ class EtlPipelineStack(Stack):
             outputs.update(setup_commands(provider=config.workload_identity_provider,
                                           service_account=config.google_service_account,
                                           task_role=job.task_role, stage=config.stage))
+        if fan_out is not None:
+            arn = fan_out.state_machine.state_machine_arn
+            outputs["StateMachineArn"] = (arn, "Step Functions state machine that runs the shards")
+            outputs["ShardCount"] = (str(config.shards), "How many shards a run is split into")
+            outputs["RunNowCommand"] = (
+                f"aws stepfunctions start-execution --state-machine-arn {arn} "
+                f"--input '{json.dumps(execution_input(config.shards), separators=(',', ':'))}'",
+                "Starts one run of the job now (every shard)",
+            )
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)

@@ -1,4 +1,4 @@
-"""When the job runs: an EventBridge rule that launches the task, with retries and a dead-letter queue."""
+"""When the job runs: an EventBridge rule that launches the task (or the fan-out), with retries and a dead-letter queue."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks import limits
@@ -15,7 +16,11 @@ from stacks.nag import acknowledge, skip_checkov
 
 
 class Schedule(Construct):
-    """Runs the task definition on Fargate on a cron or rate schedule."""
+    """Runs the task definition on Fargate on a cron or rate schedule.
+
+    With ``run_task=False`` the rule gets no ECS target: the caller attaches the fan-out state
+    machine with ``start_execution``.
+    """
 
     def __init__(
         self,
@@ -30,6 +35,7 @@ class Schedule(Construct):
         security_group: ec2.ISecurityGroup,
         assign_public_ip: bool,
         spot: bool,
+        run_task: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         # Launches that still fail after the retries land here instead of vanishing.
@@ -59,6 +65,22 @@ class Schedule(Construct):
             schedule=events.Schedule.expression(expression),
             enabled=enabled,
         )
+        if run_task:
+            self._run_task(cluster, task_definition, subnets, security_group, assign_public_ip, spot)
+
+    def start_execution(self, state_machine: sfn.IStateMachine, execution_input: dict) -> None:
+        """Start an execution of ``state_machine`` with ``execution_input`` on the schedule (instead of a task)."""
+        self.rule.add_target(targets.SfnStateMachine(
+            state_machine,
+            input=events.RuleTargetInput.from_object(execution_input),
+            retry_attempts=limits.LAUNCH_RETRY_ATTEMPTS,
+            max_event_age=Duration.minutes(limits.LAUNCH_MAX_EVENT_AGE_MINUTES),
+            dead_letter_queue=self.dead_letter_queue,
+        ))
+
+    def _run_task(self, cluster: ecs.ICluster, task_definition: ecs.FargateTaskDefinition,
+                  subnets: ec2.SubnetSelection, security_group: ec2.ISecurityGroup, assign_public_ip: bool,
+                  spot: bool) -> None:
         target = targets.EcsTask(
             cluster=cluster,
             task_definition=task_definition,

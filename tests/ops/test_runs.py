@@ -129,3 +129,66 @@ def test_no_region_is_a_one_line_error(tmp_path: Path) -> None:
     result = runs({"HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}, "stop")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no AWS region set: export AWS_DEFAULT_REGION=<the stack's region>, then retry"
+
+
+@pytest.fixture(scope="module")
+def sharded(aws: dict[str, str], deployed: dict[str, str]) -> dict[str, str]:
+    """The same job deployed with shards = 4: a state machine, and the outputs the stack then adds."""
+    machine = client(aws, "stepfunctions").create_state_machine(
+        name="etl-pipeline-staging",
+        definition=json.dumps({"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 3600, "End": True}}}),
+        roleArn="arn:aws:iam::123456789012:role/fan-out",
+    )["stateMachineArn"]
+    outputs = {**deployed, "StateMachineArn": machine, "ShardCount": "4"}
+    template = {
+        "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+    client(aws, "cloudformation").create_stack(StackName="EtlPipeline-staging", TemplateBody=json.dumps(template))
+    return outputs
+
+
+def executions(aws: dict[str, str], machine: str) -> list[dict]:
+    sfn = client(aws, "stepfunctions")
+    return [sfn.describe_execution(executionArn=e["executionArn"])
+            for e in sfn.list_executions(stateMachineArn=machine)["executions"]]
+
+
+def test_with_shards_run_now_starts_an_execution_of_every_shard_or_of_one_and_prints_its_console_link(
+    aws: dict[str, str], sharded: dict[str, str]
+) -> None:
+    every = runs(aws, "start", "--stage", "staging")
+    one = runs(aws, "start", "--stage", "staging", "--shard=2")
+
+    assert every.returncode == 0 and one.returncode == 0, every.stderr + one.stderr
+    by_input = {e["input"]: e for e in executions(aws, sharded["StateMachineArn"])}
+    assert set(by_input) == {'{"shards": [0, 1, 2, 3]}', '{"shards": [2]}'}
+    for result, execution in ((every, by_input['{"shards": [0, 1, 2, 3]}']), (one, by_input['{"shards": [2]}'])):
+        arn = execution["executionArn"]
+        assert f"started {arn}" in result.stdout
+        assert (f"console:    https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1"
+                f"#/v2/executions/details/{arn}") in result.stdout
+    assert "(4 shards)" in every.stdout and "(shard 2 of 4)" in one.stdout
+    assert client(aws, "ecs").list_tasks(cluster="etl-cluster", desiredStatus="RUNNING")["taskArns"] == []
+
+    stopped = runs(aws, "stop", "--stage", "staging")
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert {e["status"] for e in executions(aws, sharded["StateMachineArn"])} == {"ABORTED"}
+    assert stopped.stdout.count("stopping execution") == 2
+
+
+@pytest.mark.parametrize(
+    ("stage", "shard", "message"),
+    [
+        ("staging", "4", "error: SHARD=4 is not a shard of stage staging: use 0 to 3, or leave SHARD out for all"),
+        ("staging", "-1", "error: SHARD=-1 is not a shard of stage staging: use 0 to 3, or leave SHARD out for all"),
+        ("dev", "1", "error: SHARD=1: stage dev runs as one task (shards = 1); leave SHARD out"),
+    ],
+)
+def test_a_shard_that_does_not_exist_is_a_one_line_error(
+    aws: dict[str, str], sharded: dict[str, str], stage: str, shard: str, message: str
+) -> None:
+    result = runs(aws, "start", "--stage", stage, f"--shard={shard}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == message

@@ -56,6 +56,9 @@ VALID = [
     ("google_credentials_secret", "arn:aws:secretsmanager:us-east-1:123456789012:secret:etl/google-key-AbCdEf",
      "arn:aws:secretsmanager:us-east-1:123456789012:secret:etl/google-key-AbCdEf"),
     ("alarm_email", "data-oncall@example.com", "data-oncall@example.com"),
+    ("shards", "8", 8),
+    ("shards", 100, 100),
+    ("max_parallel_shards", "20", 20),
 ]
 
 
@@ -118,6 +121,11 @@ INVALID = [
     ("google_credentials_secret", "my key!", "google_credentials_secret", "secret name"),
     ("alarm_email", "oncall", "alarm_email", "e-mail address"),
     ("expected_run_minutes", "300", "expected_run_minutes", "longer than timeout_minutes=240"),
+    ("shards", "0", "shards", "from 1 to 100"),
+    ("shards", "101", "shards", "from 1 to 100"),
+    ("shards", "eight", "shards", "whole number"),
+    ("max_parallel_shards", "21", "max_parallel_shards", "from 1 to 20"),
+    ("max_parallel_shards", "0", "max_parallel_shards", "from 1 to 20"),
 ]
 
 

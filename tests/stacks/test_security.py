@@ -25,8 +25,14 @@ ETL_JOB_DIR = Path(__file__).resolve().parents[2] / "etl_job"
 IDENTITY_POLICIES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
 # Property names that mean "this resource carries permissions": a type holding one must be checked here.
 _POLICY_PROPERTIES = {"PolicyDocument", "KeyPolicy", "ResourcePolicy", "RepositoryPolicyText", "Policies", "AssumeRolePolicyDocument"}
-# Actions that take no resource ARN: AWS requires "*" as their resource.
-NO_RESOURCE_LEVEL = {"ecr:GetAuthorizationToken"}
+# Actions that take no resource ARN: AWS requires "*" as their resource. The logs:* ones are CloudWatch Logs'
+# log-delivery actions a state machine's role needs to deliver its execution log (Step Functions
+# developer guide, "IAM policies for logging to CloudWatch Logs").
+NO_RESOURCE_LEVEL = {
+    "ecr:GetAuthorizationToken",
+    "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+}
 # What ECS needs to start the task: pull the image, write its logs, read its secret.
 EXECUTION_ROLE_ACTIONS = {
     "ecr:BatchCheckLayerAvailability",
@@ -208,6 +214,10 @@ def test_the_execution_role_reads_only_the_jobs_secret_and_writes_only_its_log_g
             assert all("container-assets" in json.dumps(r) for r in resources), "pull only from the CDK image repository"
 
 
+def state_machines(template: Template) -> list[str]:
+    return list(resources_of(template, "AWS::StepFunctions::StateMachine"))
+
+
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_the_events_role_runs_only_this_task_definition_and_passes_only_its_two_roles(name: str) -> None:
     t = template(name)
@@ -215,6 +225,13 @@ def test_the_events_role_runs_only_this_task_definition_and_passes_only_its_two_
     ((cluster_id, _),) = resources_of(t, "AWS::ECS::Cluster").items()
     events_roles = role_of(t, "events.amazonaws.com")
     assert events_roles, "the schedule starts the task through a role EventBridge assumes"
+    if state_machines(t):  # shards > 1: the schedule only starts the fan-out
+        (machine_id,) = state_machines(t)
+        for role_id in events_roles:
+            assert role_statements(t)[role_id] == [
+                {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": machine_id}}
+            ]
+        return
 
     for role_id in events_roles:
         granted = role_statements(t)[role_id]
@@ -233,6 +250,40 @@ def test_the_events_role_runs_only_this_task_definition_and_passes_only_its_two_
             else:
                 assert actions(s) == ["ecs:TagResource"]
                 assert all(f':task/", {{"Ref": "{cluster_id}"}}, "/*"' in json.dumps(r) for r in resources)
+
+
+SHARDED = [name for name, config in CONFIGURATIONS.items() if int(config.get("shards", 1)) > 1]
+
+
+@pytest.mark.parametrize("name", SHARDED)
+def test_the_state_machine_role_runs_only_this_task_definition_passes_only_its_two_roles_and_alerts_only_the_topic(
+    name: str,
+) -> None:
+    t = template(name)
+    definition_id, definition = task_definition(t)
+    ((cluster_id, _),) = resources_of(t, "AWS::ECS::Cluster").items()
+    ((topic_id, topic),) = resources_of(t, "AWS::SNS::Topic").items()
+    (role_id,) = role_of(t, "states.amazonaws.com")
+    in_cluster = {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [cluster_id, "Arn"]}}}
+    granted = {json.dumps(sorted(actions(s))): s for s in role_statements(t)[role_id]}
+
+    assert granted.pop('["ecs:RunTask"]') == {"Action": "ecs:RunTask", "Condition": in_cluster, "Effect": "Allow",
+                                              "Resource": {"Ref": definition_id}}
+    passed = granted.pop('["iam:PassRole"]')["Resource"]
+    assert sorted(map(json.dumps, passed)) == sorted(json.dumps(definition[k]) for k in ("ExecutionRoleArn", "TaskRoleArn"))
+    assert granted.pop('["sns:Publish"]')["Resource"] == {"Ref": topic_id}
+    assert granted.pop('["kms:Decrypt", "kms:GenerateDataKey"]')["Resource"] == topic["Properties"]["KmsMasterKeyId"]
+    watch = granted.pop('["ecs:DescribeTasks", "ecs:StopTask"]')
+    assert watch["Condition"] == in_cluster and f':task/", {{"Ref": "{cluster_id}"}}, "/*"' in json.dumps(watch["Resource"])
+    tag = granted.pop('["ecs:TagResource"]')
+    assert tag["Condition"] == {"StringEquals": {"ecs:CreateAction": "RunTask"}}
+    assert f':task/", {{"Ref": "{cluster_id}"}}, "/*"' in json.dumps(tag["Resource"])
+    # The .sync integration learns that a task stopped from this one EventBridge rule, which it manages.
+    assert json.dumps(granted.pop('["events:DescribeRule", "events:PutRule", "events:PutTargets"]')["Resource"]).endswith(
+        ':rule/StepFunctionsGetEventsForECSTaskRule"]]}'
+    )
+    (log_delivery,) = granted.values()
+    assert set(actions(log_delivery)) <= NO_RESOURCE_LEVEL and log_delivery["Resource"] == "*"
 
 
 def test_run_task_is_granted_on_this_family_only() -> None:
@@ -266,14 +317,15 @@ def test_the_job_calls_every_api_its_task_role_allows() -> None:
 # --- the checks catch what they are for --------------------------------------------------------
 
 
-def _with_statement(statement: Statement, role: str = "task") -> Template:
-    """The dev template with ``statement`` added to the task, execution or events role's policy."""
-    t = copy.deepcopy(template("dev"))
+def _with_statement(statement: Statement, role: str = "task", name: str = "dev") -> Template:
+    """The ``name`` template with ``statement`` added to the task, execution, events or states role's policy."""
+    t = copy.deepcopy(template(name))
     _, definition = task_definition(t)
     role_id = {
         "task": lambda: definition["TaskRoleArn"]["Fn::GetAtt"][0],
         "execution": lambda: definition["ExecutionRoleArn"]["Fn::GetAtt"][0],
         "events": lambda: role_of(t, "events.amazonaws.com")[0],
+        "states": lambda: role_of(t, "states.amazonaws.com")[0],
     }[role]()
     for policy in resources_of(t, "AWS::IAM::Policy").values():
         if {"Ref": role_id} in policy["Properties"]["Roles"]:
@@ -330,13 +382,21 @@ OTHER_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:other-AbCdE
          {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": OTHER_SECRET}),
         (test_the_task_role_holds_only_the_overlap_check_on_its_cluster, "task",
          {"Effect": "Allow", "Action": "ecs:ListTasks", "Resource": "*"}),
+        (test_the_state_machine_role_runs_only_this_task_definition_passes_only_its_two_roles_and_alerts_only_the_topic,
+         "states", {"Effect": "Allow", "Action": "sns:Publish", "Resource": "arn:aws:sns:eu-west-1:123456789012:other"}),
+        (test_the_state_machine_role_runs_only_this_task_definition_passes_only_its_two_roles_and_alerts_only_the_topic,
+         "states", {"Effect": "Allow", "Action": "ecs:RunTask", "Resource": "arn:aws:ecs:eu-west-1:123456789012:task-definition/other:1"}),
+        (test_the_events_role_runs_only_this_task_definition_and_passes_only_its_two_roles, "events",
+         {"Effect": "Allow", "Action": "states:StartExecution", "Resource": "arn:aws:states:eu-west-1:123456789012:stateMachine:other"}),
     ],
-    ids=["exec-other-secret", "exec-other-log-group", "events-pass-other-role", "events-run-other-task", "task-secret", "task-no-condition"],
+    ids=["exec-other-secret", "exec-other-log-group", "events-pass-other-role", "events-run-other-task", "task-secret",
+         "task-no-condition", "states-other-topic", "states-run-other-task", "events-start-other-machine"],
 )
 def test_the_role_tests_fail_on_an_extra_grant(
     monkeypatch: pytest.MonkeyPatch, test: Callable[[str], None], role: str, statement: Statement
 ) -> None:
-    widened = _with_statement(statement, role)
+    name = "dev-shards" if role == "states" or "StartExecution" in statement["Action"] else "dev"
+    widened = _with_statement(statement, role, name)
     monkeypatch.setattr(sys.modules[__name__], "template", lambda name: widened)
     with pytest.raises(AssertionError):
-        test("dev")
+        test(name)
