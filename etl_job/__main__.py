@@ -3,7 +3,8 @@
 The process, top to bottom (this module): read and validate the configuration (``config``),
 install the SIGTERM handler and timeout, skip if an older run is still going (``overlap``),
 resolve Google credentials (``credentials``), import the transform (ETL_TRANSFORM), then run the
-pipeline (``pipeline``: extract → ``transform`` → load, through the BigQuery adapter ``bigquery_io``)
+pipeline (``pipeline``: extract → ``transform`` → load, through the BigQuery adapter ``bigquery_io``),
+or, with ETL_TRANSFORM_SQL set, the SQL path (``sql_transform``: one MERGE inside BigQuery),
 and turn its outcome into log lines, a metric and an exit code.
 
 Exit codes:
@@ -64,13 +65,19 @@ def main() -> int:
             return ExitCode.SKIPPED_OVERLAP
         auth = credentials.resolve(os.environ)
         log.info("using Google credentials", extra=fields(credentials=auth.description))
-        transform, output_columns = config_module.import_transform(config.transform)
-        from etl_job import bigquery_io, pipeline  # the google client is slow to import: only when needed
+        if not config.transform_sql:
+            transform, output_columns = config_module.import_transform(config.transform)
+        # the google client is slow to import: only when needed
+        from etl_job import bigquery_io, pipeline, sql_transform
 
         bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop)
         try:
             shard = pipeline.Shard(config.shard_index, config.shard_count)
-            result = pipeline.run(config, bq, transform, stop, shard=shard, output_columns=output_columns)
+            if config.transform_sql:  # SQL push-down: one MERGE inside BigQuery
+                result = sql_transform.run(config, bq, stop, shard=shard)
+            else:
+                sql_transform.check_source_filter(config, bq)
+                result = pipeline.run(config, bq, transform, stop, shard=shard, output_columns=output_columns)
         except bigquery_io.ERRORS as exc:
             log.debug("BigQuery error detail", exc_info=True)
             log.error(bigquery_io.describe_error(exc), extra=fields(exit_code=int(ExitCode.FATAL)))

@@ -131,6 +131,15 @@ class BigQuery:
         while (page := self._wait(lambda: _next_page(pages), job=job)) is not None:
             yield page
 
+    def dry_run(self, sql: str) -> list[bigquery.SchemaField]:
+        """Have BigQuery check a query without running it (nothing is read, billed or written); its result's schema.
+
+        Raises BadRequest with BigQuery's message if the query is not valid.
+        """
+        job_config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+        job = self._wait(lambda: self.client.query(sql, job_config=job_config, retry=RETRY, job_retry=None))
+        return list(job.schema or [])
+
     def run_dml(self, sql: str) -> int | None:
         """Run a DML statement (MERGE, DELETE, ...), wait for it, return the rows it changed."""
         job = self._wait(lambda: self.client.query(sql, retry=RETRY, job_retry=JOB_RETRY), settle=True)

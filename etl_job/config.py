@@ -71,6 +71,8 @@ class Config:
     transform: str = DEFAULT_TRANSFORM
     shard_index: int = 0
     shard_count: int = 1
+    source_filter: str | None = None  # a SQL predicate: only matching source rows are read
+    transform_sql: str | None = None  # a SELECT list: set, the transform runs inside BigQuery (sql_transform)
 
     @property
     def errors_table(self) -> TableId:
@@ -91,6 +93,9 @@ class Config:
             "transform": self.transform,
             "shard_index": self.shard_index,
             "shard_count": self.shard_count,
+            "source_filter": self.source_filter,
+            "path": "sql" if self.transform_sql else "python",
+            "transform_sql": self.transform_sql,
         }
 
 
@@ -165,6 +170,11 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
     transform = env.get(TRANSFORM, "").strip() or DEFAULT_TRANSFORM
     if not _TRANSFORM_SPEC.match(transform):
         problems.append(f"{TRANSFORM}={transform!r} is invalid: use module:function, e.g. {DEFAULT_TRANSFORM}")
+    source_filter, transform_sql = (_sql_text(env, name, problems) for name in (contract.SOURCE_FILTER,
+                                                                                contract.TRANSFORM_SQL))
+    if transform_sql and env.get(TRANSFORM, "").strip():
+        problems.append(f"{TRANSFORM} and {contract.TRANSFORM_SQL} are both set: a run takes one path, "
+                        "Python or SQL; unset one of them")
 
     if problems:
         raise JobError("invalid configuration:\n  - " + "\n  - ".join(problems))
@@ -181,7 +191,21 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
         transform=transform,
         shard_index=shard_index,
         shard_count=shard_count,
+        source_filter=source_filter,
+        transform_sql=transform_sql,
     )
+
+
+def _sql_text(env: Mapping[str, str], name: str, problems: list[str]) -> str | None:
+    """An optional piece of SQL (ETL_SOURCE_FILTER, ETL_TRANSFORM_SQL): unset or checked by the contract's rule."""
+    value = env.get(name)
+    if value is None or value == "":
+        return None
+    problem = contract.sql_text_problem(value)
+    if problem:
+        problems.append(f"{name} is invalid: {problem}")
+        return None
+    return value.strip()
 
 
 def _shard(env: Mapping[str, str], problems: list[str]) -> tuple[int, int]:

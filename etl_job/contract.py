@@ -2,7 +2,8 @@
 
 The stack (``stacks/``) sets exactly ``STACK_SET`` plus, per ``google_auth`` mode, ``AUTH_PLAIN`` as
 plain values and ``AUTH_SECRETS`` as ECS secrets in the task definition, and the fan-out state
-machine sets ``SHARD_SET`` per task as container overrides; the job validates them at start-up.
+machine sets ``SHARD_SET`` per task as container overrides; ``OPTIONAL_SET`` only where configured; the job
+validates them at start-up.
 Tests check both sides against this module.
 """
 
@@ -18,6 +19,10 @@ TIMEOUT_MINUTES = "ETL_TIMEOUT_MINUTES"  # the job stops itself cleanly after th
 # Per task, never in the task definition: the fan-out state machine's container overrides (unset: 0 of 1).
 SHARD_INDEX = "ETL_SHARD_INDEX"  # this task's slice of the key space, 0 .. SHARD_COUNT - 1
 SHARD_COUNT = "ETL_SHARD_COUNT"  # how many slices the run is split into
+
+# Optional (config keys source_filter, transform_sql): set by the stack only when configured.
+SOURCE_FILTER = "ETL_SOURCE_FILTER"  # a SQL predicate over the source's columns: only matching rows are read
+TRANSFORM_SQL = "ETL_TRANSFORM_SQL"  # a SELECT list over the source (alias s): the transform runs inside BigQuery
 
 # google_auth=key: injected by ECS from Secrets Manager, never a plain environment value in the template.
 GOOGLE_CREDENTIALS_JSON = "GOOGLE_CREDENTIALS_JSON"
@@ -46,6 +51,11 @@ MAX_BATCH_SIZE = 100_000
 MAX_CONCURRENCY = 1_000
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 MAX_SHARDS = 100
+# SQL text in an environment variable (source_filter, transform_sql): ECS allows 64 KiB for a container's
+# whole environment; BigQuery allows 1 MB of query text.
+MAX_SQL_CHARS = 10_000
+# transform_sql may name a file in etl_job/ (next to transform.py) instead: the stack reads it at synth.
+SQL_FILE_PATTERN = r"[A-Za-z0-9_-]{1,100}\.sql"
 
 STACK_SET = (
     SOURCE_TABLE,
@@ -58,6 +68,7 @@ STACK_SET = (
     STAGE,
     TIMEOUT_MINUTES,
 )
+OPTIONAL_SET = (SOURCE_FILTER, TRANSFORM_SQL)  # in the task definition only when configured
 STACK_SECRETS = (GOOGLE_CREDENTIALS_JSON,)  # google_auth=key
 SHARD_SET = (SHARD_INDEX, SHARD_COUNT)
 
@@ -80,6 +91,17 @@ GOOGLE_STS_TOKEN_URL = "https://sts.googleapis.com/v1/token"
 GOOGLE_IMPERSONATION_URL = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
 # What google-auth signs with a custom AWS credentials supplier (its default regional STS URL).
 AWS_CRED_VERIFICATION_URL = "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"
+
+
+def sql_text_problem(value: str) -> str | None:
+    """Why a piece of SQL text (source_filter, transform_sql) cannot be used, or None; BigQuery checks the rest."""
+    if not value.strip():
+        return "it is blank: unset it, or write the SQL"
+    if len(value) > MAX_SQL_CHARS:
+        return f"it is {len(value)} characters long, more than {MAX_SQL_CHARS}: shorten it, or move it into a view"
+    if "\x00" in value:
+        return "it contains a NUL character: remove it"
+    return None
 
 
 def workload_identity_config(*, provider: str, service_account: str | None) -> dict:

@@ -102,20 +102,29 @@ def new_run_id() -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def extract_sql(source: TableId, destination: TableId, key: str) -> str:
+def extract_sql(source: TableId, destination: TableId, key: str, *, source_filter: str | None = None) -> str:
     """The extract query: one row per key of this shard not in the destination yet, with its key's row count."""
     return (
         f"SELECT s.*, COUNT(*) OVER (PARTITION BY s.`{key}`) AS {COPIES} FROM {source.sql} AS s\n"
         f"WHERE s.`{key}` IS NOT NULL\n"
+        f"{filter_sql(source_filter)}"
         f"  AND NOT EXISTS (SELECT 1 FROM {destination.sql} AS d WHERE d.`{key}` = s.`{key}`)\n"
         f"  AND (@shard_count = 1 OR ABS(MOD(FARM_FINGERPRINT(CAST(s.`{key}` AS STRING)), @shard_count)) = @shard_index)\n"
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1"
     )
 
 
-def null_keys_sql(source: TableId, key: str) -> str:
-    """How many source rows have a NULL key (the extract cannot read them by key)."""
-    return f"SELECT COUNT(*) FROM {source.sql} WHERE `{key}` IS NULL"
+def filter_sql(source_filter: str | None) -> str:
+    """The source filter (ETL_SOURCE_FILTER) as a WHERE condition on ``s``, or nothing.
+
+    On lines of its own, so that a ``--`` comment in it ends with it.
+    """
+    return f"  AND (\n{source_filter}\n)\n" if source_filter else ""
+
+
+def null_keys_sql(source: TableId, key: str, *, source_filter: str | None = None) -> str:
+    """How many source rows (of those the filter selects) have a NULL key (the extract cannot read them by key)."""
+    return f"SELECT COUNT(*) FROM {source.sql} AS s WHERE s.`{key}` IS NULL\n{filter_sql(source_filter)}"
 
 
 def merge_sql(destination: TableId, staging: TableId, key: str, columns: list[str]) -> str:
@@ -151,12 +160,13 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
     loader = _Loader(bq, tables, result, started, stop)
     try:
         if shard.index == 0:  # a NULL key hashes to no shard: count them once
-            result.rows_null_key = bq.query_value(null_keys_sql(config.source_table, key))
+            result.rows_null_key = bq.query_value(null_keys_sql(config.source_table, key,
+                                                                source_filter=config.source_filter))
         if result.rows_null_key:
             log.warning("source rows with a NULL key (ETL_KEY_COLUMN) cannot be loaded: give them a key, or remove "
                         "them from the source", extra=fields(key_column=key, rows_null_key=result.rows_null_key))
-        pages = bq.query_pages(extract_sql(config.source_table, config.destination_table, key), parameters,
-                               config.batch_size)
+        pages = bq.query_pages(extract_sql(config.source_table, config.destination_table, key,
+                                           source_filter=config.source_filter), parameters, config.batch_size)
         while not stop.is_set():
             clock = time.monotonic()
             rows = next(pages, None)

@@ -14,6 +14,7 @@ from etl_job import contract
 from stacks import limits, schedule_expression
 
 CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
+JOB_DIR = Path(__file__).resolve().parent.parent / "etl_job"  # where transform_sql may name a .sql file
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _TABLE = re.compile(f"^{contract.TABLE_ID_PATTERN}$")
@@ -25,6 +26,7 @@ _SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _WIF_PROVIDER = re.compile(contract.WIF_PROVIDER_PATTERN)
 _SERVICE_ACCOUNT = re.compile(contract.SERVICE_ACCOUNT_PATTERN)
+_SQL_FILE = re.compile(contract.SQL_FILE_PATTERN)
 
 # Context keys that belong to the CDK itself or to this file's layout, not to the stack.
 _LAYOUT_KEYS = ("defaults", "stages", "cli-telemetry")
@@ -67,6 +69,8 @@ class StageConfig:
     google_service_account: str | None
     shards: int
     max_parallel_shards: int
+    source_filter: str | None
+    transform_sql: str | None  # the SELECT list itself (read from etl_job/<name>.sql when the key names a file)
 
     @property
     def stack_name(self) -> str:
@@ -76,7 +80,7 @@ class StageConfig:
 KEYS = tuple(f.name for f in fields(StageConfig))
 # Keys whose absence means "not set" (the CDK drops null context values).
 OPTIONAL_KEYS = ("vpc_id", "subnet_ids", "google_credentials_secret", "alarm_email", "workload_identity_provider",
-                 "google_service_account")
+                 "google_service_account", "source_filter", "transform_sql")
 _HOW = "set it in cdk.json (\"defaults\" or \"stages\") or override it with -c {key}=VALUE"
 
 
@@ -181,6 +185,25 @@ def _google_auth(raw: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
         raise _fail("google_auth", mode, "workload_identity_provider and google_service_account are for "
                     "google_auth=workload_identity: set that, or remove them")
     return mode, provider, service_account
+
+
+def _sql(key: str, value: Any) -> str | None:
+    """Optional SQL text (source_filter, transform_sql): BigQuery checks it with a dry run when the job starts."""
+    value = _optional(value)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(key, value, "expected SQL text")
+    if key == "transform_sql" and _SQL_FILE.fullmatch(value.strip()):
+        path = JOB_DIR / value.strip()
+        if not path.is_file():
+            raise _fail(key, value, f"no file {value.strip()} next to etl_job/transform.py: create it, "
+                                    "or write the SELECT list itself")
+        value = path.read_text()
+    problem = contract.sql_text_problem(value)
+    if problem:
+        raise _fail(key, value if len(value) < 80 else value[:80] + "...", problem)
+    return value.strip()
 
 
 def _schedule(value: Any) -> str:
@@ -298,4 +321,6 @@ def load(context: Mapping[str, Any]) -> StageConfig:
         google_service_account=service_account,
         shards=shards,
         max_parallel_shards=max_parallel_shards,
+        source_filter=_sql("source_filter", raw["source_filter"]),
+        transform_sql=_sql("transform_sql", raw["transform_sql"]),
     )

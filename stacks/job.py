@@ -33,7 +33,10 @@ _PLATFORMS = {
 
 
 def job_environment(config: StageConfig) -> dict[str, str]:
-    """The container's plain environment: exactly the contract's STACK_SET and AUTH_PLAIN, never a secret."""
+    """The container's plain environment: the contract's STACK_SET, OPTIONAL_SET where configured and AUTH_PLAIN.
+
+    Never a secret.
+    """
     environment = {
         contract.SOURCE_TABLE: config.source_table,
         contract.DESTINATION_TABLE: config.destination_table,
@@ -45,6 +48,9 @@ def job_environment(config: StageConfig) -> dict[str, str]:
         contract.STAGE: config.stage,
         contract.TIMEOUT_MINUTES: str(config.timeout_minutes),
     }
+    for name, value in ((contract.SOURCE_FILTER, config.source_filter), (contract.TRANSFORM_SQL, config.transform_sql)):
+        if value:
+            environment[name] = value
     if config.google_auth == "workload_identity":
         wif = contract.workload_identity_config(provider=config.workload_identity_provider,
                                                 service_account=config.google_service_account)

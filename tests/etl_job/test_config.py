@@ -148,6 +148,30 @@ def test_the_stacks_environment_is_valid_for_the_job_with_the_same_values(stage)
     assert config.timeout_minutes == stack.timeout_minutes
 
 
+def test_the_stacks_optional_sql_reaches_the_job_unchanged():
+    from stacks.job import job_environment
+    from tests.stacks.conftest import build_config
+
+    stack = build_config(source_filter="name LIKE '%Doe%'", transform_sql="transform.sql")
+    env = job_environment(stack)
+
+    config = load_config(env)
+
+    assert set(env) == set(contract.STACK_SET) | set(contract.OPTIONAL_SET)
+    assert (config.source_filter, config.transform_sql) == (stack.source_filter, stack.transform_sql)
+    assert config.transform_sql.endswith("* REPLACE (REPLACE(name, 'Doe', 'Das') AS name)")
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    (contract.SOURCE_FILTER, "   ", "ETL_SOURCE_FILTER is invalid: it is blank"),
+    (contract.TRANSFORM_SQL, "x" * (contract.MAX_SQL_CHARS + 1), "ETL_TRANSFORM_SQL is invalid: it is 10001 characters"),
+    (contract.TRANSFORM_SQL, "*\x00", "NUL character"),
+])
+def test_bad_optional_sql_is_refused_by_the_job(name, value, message):
+    with pytest.raises(JobError, match=message):
+        load_config({**BASE, name: value})
+
+
 def test_import_transform():
     function, columns = import_transform("etl_job.transform:transform")
     assert function({"name": "Doe"}) == {"name": "Das"} and columns == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.config import KEYS, ConfigError, StageConfig, load
+from stacks.config import JOB_DIR, KEYS, ConfigError, StageConfig, load
 from tests.stacks.conftest import CDK_JSON_CONTEXT, build_config
 
 
@@ -59,6 +59,10 @@ VALID = [
     ("shards", "8", 8),
     ("shards", 100, 100),
     ("max_parallel_shards", "20", 20),
+    ("source_filter", "name LIKE '%Doe%'", "name LIKE '%Doe%'"),
+    ("source_filter", "", None),
+    ("transform_sql", "*, LENGTH(name) AS name_length", "*, LENGTH(name) AS name_length"),
+    ("transform_sql", "transform.sql", (JOB_DIR / "transform.sql").read_text().strip()),
 ]
 
 
@@ -126,6 +130,9 @@ INVALID = [
     ("shards", "eight", "shards", "whole number"),
     ("max_parallel_shards", "21", "max_parallel_shards", "from 1 to 20"),
     ("max_parallel_shards", "0", "max_parallel_shards", "from 1 to 20"),
+    ("transform_sql", "nope.sql", "transform_sql", "no file nope.sql next to etl_job/transform.py"),
+    ("source_filter", 5, "source_filter", "expected SQL text"),
+    ("source_filter", "id > 1\x00", "source_filter", "NUL character"),
 ]
 
 
@@ -138,6 +145,11 @@ def test_invalid_values_are_rejected_with_key_value_and_fix(key: str, value: str
     assert hint in message
     if named == key and key != "stage":
         assert repr(value) in message and f"-c {key}=VALUE" in message
+
+
+def test_sql_longer_than_the_contract_allows_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"'source_filter'.*more than 10000: shorten it"):
+        build_config(source_filter="id > 1 AND " * 1000)
 
 
 def test_malformed_vpc_and_subnet_ids() -> None:

@@ -100,6 +100,14 @@ def test_environment_is_exactly_the_contract(dev: Template) -> None:
     assert contract.GOOGLE_CREDENTIALS_JSON not in environment
 
 
+def test_optional_sql_is_in_the_environment_only_when_configured() -> None:
+    template = synth(source_filter="name LIKE '%Doe%'", transform_sql="transform.sql")
+    environment = {e["Name"]: e["Value"] for e in container(template)["Environment"]}
+    assert set(environment) == set(contract.STACK_SET) | set(contract.OPTIONAL_SET)
+    assert environment[contract.SOURCE_FILTER] == "name LIKE '%Doe%'"
+    assert environment[contract.TRANSFORM_SQL].endswith("* REPLACE (REPLACE(name, 'Doe', 'Das') AS name)")
+
+
 def test_google_key_is_an_ecs_secret_from_the_stack_secret(dev: Template) -> None:
     secret_id = logical_id(dev, "AWS::SecretsManager::Secret")
     assert container(dev)["Secrets"] == [{"Name": contract.GOOGLE_CREDENTIALS_JSON, "ValueFrom": {"Ref": secret_id}}]

@@ -1,0 +1,186 @@
+"""SQL push-down: a transform written as a SELECT list (ETL_TRANSFORM_SQL) runs inside BigQuery; no row passes here.
+
+One MERGE reads the source rows the Python path's extract would read (the same anti-join on the key
+against the destination, one row per key, the source filter and the shard predicate), computes the
+user's SELECT list over them (the source is aliased ``s``) plus the lineage columns, and inserts
+the keys not in the destination yet. A MERGE is atomic, so an interrupted run wrote all of it or
+nothing, and a rerun (on either path) inserts exactly the keys still missing.
+
+Before anything is written, the source filter and the SELECT list are checked with BigQuery dry
+runs (nothing read or billed); a mistake stops the run with BigQuery's message in one line. The
+SELECT list must keep the key column unchanged and leave ``run_id`` / ``processed_at`` to the job.
+
+Unlike the Python path, the extra rows of a duplicated key and rows with a NULL key are counted
+and logged (exit 3), not written to ``<destination>_errors``: no row leaves BigQuery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from google.api_core import exceptions as api_exceptions
+from google.cloud import bigquery
+
+from etl_job import contract, stopping
+from etl_job.bigquery_io import Abandoned, BigQuery
+from etl_job.config import Config
+from etl_job.errors import JobError
+from etl_job.logs import fields
+from etl_job.pipeline import LINEAGE, RunResult, Shard, filter_sql, new_run_id
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 500
+# Legacy type names (what a dry run's schema may use) to their standard SQL names.
+_STANDARD_TYPES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "RECORD": "STRUCT"}
+
+
+def check_source_filter(config: Config, bq: BigQuery) -> None:
+    """Dry-run the source filter over the source before anything is written; a mistake is a JobError."""
+    if config.source_filter and bq.get_table(config.source_table) is not None:
+        _dry_run(bq, f"SELECT COUNT(*) FROM {config.source_table.sql} AS s WHERE TRUE\n"
+                     f"{filter_sql(config.source_filter)}", contract.SOURCE_FILTER, "source_filter", config)
+
+
+def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunResult:
+    """Check, then MERGE every source row not yet in the destination, transformed by the SELECT list, in one statement."""
+    started = time.monotonic()
+    result = RunResult(run_id=new_run_id(), timings={"check": 0.0, "merge": 0.0})
+    source = _source_schema(config, bq)
+    check_source_filter(config, bq)
+    output = _dry_run(bq, select_sql(config), contract.TRANSFORM_SQL, "transform_sql", config)
+    columns = _output_columns(config, output)
+    _prepare_destination(config, bq, source, output)
+    result.timings["check"] = time.monotonic() - started
+    if stop.is_set():
+        return result
+    log.info("run started", extra=fields(run_id=result.run_id, path="sql"))
+    try:
+        counted = [int(n) for n in bq.query_value(counts_sql(config, shard))]
+        result.rows_read = counted[1]
+        result.rows_duplicate_key = result.rows_failed = counted[0] - counted[1]
+        result.rows_null_key = counted[2] if shard.index == 0 else 0  # a NULL key hashes to no shard
+        clock = time.monotonic()
+        changed = bq.run_dml(merge_sql(config, shard, result.run_id, columns))
+        result.timings["merge"] = time.monotonic() - clock
+    except Abandoned:
+        log.warning("stop requested: gave up on the MERGE (it committed whole or not at all); the next run "
+                    "inserts whatever is missing")
+        return result
+    result.rows_loaded = result.rows_read if changed is None else changed
+    result.batches, result.complete = 1, True
+    result.seconds = time.monotonic() - started
+    if result.rows_duplicate_key or result.rows_null_key:
+        log.warning("source rows not in the destination: the extra rows of duplicated keys (one row per key was "
+                    "inserted) and rows with a NULL key; on the SQL path they are counted, not recorded",
+                    extra=fields(rows_duplicate_key=result.rows_duplicate_key, rows_null_key=result.rows_null_key,
+                                 key_column=config.key_column))
+    return result
+
+
+def select_sql(config: Config) -> str:
+    """The SELECT list over the (filtered) source: what the dry run checks and what gives the output's columns."""
+    return (f"SELECT\n{config.transform_sql}\nFROM {config.source_table.sql} AS s WHERE TRUE\n"
+            f"{filter_sql(config.source_filter)}")
+
+
+def _pending(config: Config, shard: Shard, *, null_keys: bool = False) -> str:
+    """FROM and WHERE of the source rows still to process: the Python path's extract (pipeline.extract_sql)."""
+    key, destination = config.key_column, config.destination_table
+    sharded = ""
+    if shard.count > 1:  # only when sharded: a local BigQuery drops STRUCT columns when FARM_FINGERPRINT is called
+        hashed = f"ABS(MOD(FARM_FINGERPRINT(CAST(s.`{key}` AS STRING)), {shard.count})) = {shard.index}"
+        sharded = f"  AND ({f's.`{key}` IS NULL OR ' if null_keys else ''}{hashed})\n"
+    return (
+        f"FROM {config.source_table.sql} AS s\n"
+        f"WHERE {'TRUE' if null_keys else f's.`{key}` IS NOT NULL'}\n"
+        f"{filter_sql(config.source_filter)}"
+        f"  AND NOT EXISTS (SELECT 1 FROM {destination.sql} AS d WHERE d.`{key}` = s.`{key}`)\n"
+        f"{sharded}"
+    )
+
+
+def counts_sql(config: Config, shard: Shard) -> str:
+    """Rows with a key, distinct keys and rows with a NULL key, among the source rows still to process."""
+    key = f"s.`{config.key_column}`"
+    return (f"SELECT [COUNT({key}), COUNT(DISTINCT {key}), COUNTIF({key} IS NULL)]\n"
+            f"{_pending(config, shard, null_keys=True)}")
+
+
+def merge_sql(config: Config, shard: Shard, run_id: str, columns: list[str]) -> str:
+    """The one statement of a SQL-path run: insert the transformed rows whose key is not in the destination yet."""
+    key = config.key_column
+    names = ", ".join(f"`{c}`" for c in columns)
+    values = ", ".join(f"S.`{c}`" for c in columns)
+    return (
+        f"MERGE {config.destination_table.sql} AS T USING (\n"
+        f"SELECT\n{config.transform_sql}\n, '{run_id}' AS run_id, CURRENT_TIMESTAMP() AS processed_at\n"
+        f"{_pending(config, shard)}"
+        f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1\n"
+        f") AS S ON T.`{key}` = S.`{key}`\n"
+        f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+    )
+
+
+def _dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Config) -> list[bigquery.SchemaField]:
+    try:
+        return bq.dry_run(sql)
+    except api_exceptions.BadRequest as exc:
+        message = " ".join(str(exc.message).split("\n")[0].split())[:MAX_MESSAGE_CHARS]
+        raise JobError(f"{variable} (config key {config_key}) is not valid for source table {config.source_table}: "
+                       f"BigQuery says: {message}; fix it (nothing was written)") from None
+
+
+def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
+    source = bq.get_table(config.source_table)
+    if source is None:
+        raise JobError(f"source table {config.source_table} does not exist (ETL_SOURCE_TABLE): "
+                       "check the name and that the service account can read it")
+    if config.key_column not in {f.name for f in source.schema}:
+        raise JobError(f"source table {config.source_table} has no column {config.key_column!r} (ETL_KEY_COLUMN): "
+                       f"set ETL_KEY_COLUMN to its unique key; columns are {', '.join(f.name for f in source.schema)}")
+    return list(source.schema)
+
+
+def _output_columns(config: Config, output: list[bigquery.SchemaField]) -> list[str]:
+    """The SELECT list's column names plus the lineage columns; the key must be among them, lineage must not."""
+    names = [f.name for f in output]
+    lineage = [f.name for f in LINEAGE]
+    problem = None
+    if config.key_column not in names:
+        problem = f"it does not return the key column {config.key_column!r}: keep it, unchanged (e.g. start with *)"
+    elif set(names) & set(lineage):
+        problem = "it returns run_id or processed_at, which the job writes itself: leave them out"
+    elif len(set(names)) < len(names):
+        problem = f"it returns a column name twice ({', '.join(sorted({n for n in names if names.count(n) > 1}))})"
+    if problem:
+        raise JobError(f"{contract.TRANSFORM_SQL} (config key transform_sql) is not usable: {problem}")
+    return names + lineage
+
+
+def _prepare_destination(config: Config, bq: BigQuery, source: list, output: list[bigquery.SchemaField]) -> None:
+    """Create the destination (the output's columns, typed as in the source where they match, then lineage) or check it."""
+    destination = bq.get_table(config.destination_table)
+    if destination is not None:
+        missing = [f for f in [*output, *LINEAGE] if f.name not in {d.name for d in destination.schema}]
+        if missing:
+            alter = ", ".join(f"ADD COLUMN `{f.name}` {_standard(f.field_type)}" for f in missing)
+            raise JobError(f"destination table {config.destination_table} lacks columns the SQL transform writes "
+                           f"{[f.name for f in missing]}: ALTER TABLE {config.destination_table.sql} {alter}; "
+                           "or drop the table and let the job create it")
+        return
+    if not bq.dataset_exists(config.destination_table):
+        dataset = f"{config.destination_table.project}:{config.destination_table.dataset}"
+        raise JobError(f"dataset {dataset.replace(':', '.')} of ETL_DESTINATION_TABLE does not exist: create it "
+                       f"(bq mk --dataset --location=<the source's location> {dataset})")
+    by_name = {f.name: f for f in source}
+    schema = [by_name[f.name] if f.name in by_name and _standard(by_name[f.name].field_type) == _standard(f.field_type)
+              else bigquery.SchemaField(f.name, _standard(f.field_type), mode="REPEATED" if f.mode == "REPEATED"
+                                        else "NULLABLE", fields=f.fields) for f in output]
+    bq.create_table(config.destination_table, [*schema, *LINEAGE], clustering=[config.key_column])
+    log.info("created destination table", extra=fields(table=str(config.destination_table)))
+
+
+def _standard(field_type: str) -> str:
+    return _STANDARD_TYPES.get(field_type.upper(), field_type.upper())
