@@ -25,9 +25,9 @@ ARCHITECTURES = ("x86_64", "arm64")
 CAPACITIES = ("on-demand", "spot")
 REMOVAL_POLICIES = ("retain", "destroy")
 
-# The container: a numeric non-root user (the image creates it) and the scratch mount.
+# The container: a numeric non-root user and group (the image creates both) and the scratch mount.
 CONTAINER_NAME = "etl"
-CONTAINER_USER = "10001"
+CONTAINER_USER = "10001:10001"  # user:group; a bare uid would run with group 0
 SCRATCH_PATH = "/tmp"
 STOP_TIMEOUT_SECONDS = 120  # Fargate's maximum; the job settles in-flight work within it
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from aws_cdk.assertions import Match, Template
 
@@ -77,7 +78,8 @@ def test_task_definition_size_architecture_and_family(dev: Template, prod: Templ
 def test_container_is_hardened(dev: Template) -> None:
     c = container(dev)
     assert c["Essential"] is True
-    assert c["User"] == limits.CONTAINER_USER != "0"
+    # user:group, both non-zero: a bare uid overrides the image's USER and runs with group 0.
+    assert c["User"] == limits.CONTAINER_USER and re.fullmatch(r"[1-9]\d*:[1-9]\d*", c["User"])
     assert c["ReadonlyRootFilesystem"] is True
     assert c["StopTimeout"] == 120
     assert c["MountPoints"] == [{"ContainerPath": "/tmp", "ReadOnly": False, "SourceVolume": "scratch"}]

@@ -6,7 +6,7 @@ from tests.stacks.conftest import synth
 
 def test_summary_names_the_task_schedule_tables_and_resources() -> None:
     text = summarize(synth(stage="prod").to_json())
-    assert "etl-pipeline-prod: 1 vCPU, 2048 MiB, X86_64, user 10001, read-only root" in text
+    assert "etl-pipeline-prod: 1 vCPU, 2048 MiB, X86_64, user 10001:10001, read-only root" in text
     assert "schedule  cron(0 5 * * ? *) (enabled)" in text
     assert "my-gcp-project.etl_demo.names -> my-gcp-project.etl_demo.names_transformed" in text
     assert "GOOGLE_CREDENTIALS_JSON from Secrets Manager" in text
