@@ -16,7 +16,7 @@ export npm_config_update_notifier := false
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_HOME := $(CURDIR)/.cdk-home
 
-.PHONY: help setup run test integration lint audit synth deploy destroy bench cost run-now stop-runs diff review-templates clean
+.PHONY: help setup run test integration image lint audit synth deploy destroy bench cost run-now stop-runs diff review-templates clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,8 +47,11 @@ test: setup ## Lint, run every test, then the audit gates
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory audit
 
-integration: setup ## Heavier checks against real implementations: the built image, a local AWS (tests/integration)
+integration: setup image ## Heavier checks against real implementations: the built image, a local AWS (tests/integration)
 	$(PY) -m pytest -m integration tests/integration
+
+image: ## Build the job's image with Docker; first installs docker.io, starts dockerd, builds the base (idempotent, root)
+	python3 -m dev.image
 
 lint: setup ## ruff over all Python code (ruff.toml)
 	$(VENV)/bin/ruff check .
