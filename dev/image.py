@@ -118,6 +118,8 @@ def ensure_daemon() -> None:
     """Start dockerd in the background unless a daemon answers: overlay2 storage where it works, else vfs."""
     if _quiet([DOCKER, "info"]):
         return
+    if os.geteuid() != 0:
+        raise SetupError("no Docker daemon answers and starting one needs root: run as root")
     for driver in STORAGE_DRIVERS:
         say(f"starting dockerd ({driver} storage, no bridge network), log in {DOCKERD_LOG}")
         with DOCKERD_LOG.open("ab") as log:
