@@ -7,6 +7,9 @@ process), so wall time and peak memory (``ru_maxrss`` of that one child) are the
   in batches of 500.
 * ours: the real ``python -m etl_job``.
 * floor: what this backend allows at best: iterate the extract query to the end, then one load job.
+* sql: the real ``python -m etl_job`` on the SQL path (ETL_TRANSFORM_SQL from etl_job/transform.sql).
+* bare_merge: the SQL path's floor: a process that only creates the destination and runs one bare
+  MERGE of the same rows (same client, same machine), with none of the job's checks.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ DESTINATION = f"{PROJECT}.{DATASET}.destination"
 TARGET_FLOOR_RATIO = 1.5
 TARGET_MEMORY_GROWTH = 0.20
 TARGET_IO_SPEEDUP = 20.0
+TARGET_SQL_MERGE_RATIO = 1.5  # the SQL path's whole process against a bare MERGE
+TARGET_SQL_SPEEDUP = 10.0  # the SQL path against the Python path
 REPEATS = 3  # the machine may be shared: report the best wall time (and the highest peak memory) of 3 runs
-VARIANTS = ("baseline", "ours", "floor")
+VARIANTS = ("baseline", "ours", "floor", "sql", "bare_merge")
+TRANSFORM_SQL = (ROOT / "etl_job" / "transform.sql").read_text()
 
 
 def slow_transform(row: dict) -> dict:
@@ -107,8 +113,9 @@ def _run_variant(variant: str, rows: int, extra_env: dict | None = None) -> dict
             "ETL_LOG_FORMAT": "json",
             **(extra_env or {}),
         }
-        if variant == "ours":
+        if variant in ("ours", "sql"):
             command = [sys.executable, "-m", "etl_job"]
+            env.update({"ETL_TRANSFORM_SQL": TRANSFORM_SQL} if variant == "sql" else {})
         else:
             command = [sys.executable, "-m", "dev.bench", "--variant", variant]
         seconds, peak_mib, code = _measure(command, env)
@@ -147,6 +154,21 @@ def _floor() -> None:
         row["created_at"] = row["created_at"].isoformat()
     config = bigquery.LoadJobConfig(schema=_schema(), write_disposition="WRITE_TRUNCATE")
     client.load_table_from_json(rows, DESTINATION, job_config=config).result()
+
+
+def _bare_merge() -> None:
+    """The SQL path's floor: create the destination, then one MERGE of the transformed rows, nothing else."""
+    from google.cloud import bigquery
+
+    client = _client()
+    lineage = [bigquery.SchemaField("run_id", "STRING"), bigquery.SchemaField("processed_at", "TIMESTAMP")]
+    client.create_table(bigquery.Table(DESTINATION, schema=_schema() + lineage))
+    columns = ", ".join(f.name for f in _schema() + lineage)
+    client.query(
+        f"MERGE `{DESTINATION}` AS T USING (SELECT\n{TRANSFORM_SQL}\n, 'bench' AS run_id, "
+        f"CURRENT_TIMESTAMP() AS processed_at FROM `{SOURCE}` AS s) AS S ON T.id = S.id "
+        f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({', '.join('S.' + c for c in columns.split(', '))})"
+    ).result()
 
 
 def _client():
@@ -204,6 +226,7 @@ def main() -> int:
          f"ours peak memory grows < {TARGET_MEMORY_GROWTH:.0%} from {SIZES[0]:,} to {big:,} rows ({growth:+.1%})"),
         (speedup >= TARGET_IO_SPEEDUP,
          f"I/O-bound transform >= {TARGET_IO_SPEEDUP:.0f}x faster than sequential ({speedup:.1f}x)"),
+        *_sql_checks(results, big),
     ]
     print()
     for ok, text in checks:
@@ -211,13 +234,28 @@ def main() -> int:
     return 0 if all(ok for ok, _ in checks) else 1
 
 
+def _sql_checks(results: dict, rows: int) -> list[tuple[bool, str]]:
+    """The SQL path's targets: near a bare MERGE, and far ahead of the Python path."""
+    sql = results["sql", rows]["seconds"]
+    merge_ratio = sql / results["bare_merge", rows]["seconds"]
+    speedup = results["ours", rows]["seconds"] / sql
+    return [
+        (merge_ratio <= TARGET_SQL_MERGE_RATIO,
+         f"sql path within {TARGET_SQL_MERGE_RATIO}x of a bare MERGE at {rows:,} rows ({merge_ratio:.2f}x)"),
+        (speedup >= TARGET_SQL_SPEEDUP,
+         f"sql path >= {TARGET_SQL_SPEEDUP:.0f}x faster than the Python path at {rows:,} rows ({speedup:.1f}x)"),
+    ]
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=("baseline", "floor"), help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=("baseline", "floor", "bare_merge"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant == "baseline":
         _baseline()
     elif args.variant == "floor":
         _floor()
+    elif args.variant == "bare_merge":
+        _bare_merge()
     else:
         sys.exit(main())
