@@ -1,7 +1,8 @@
 """SQL push-down: a transform written as a SELECT list (ETL_TRANSFORM_SQL) runs inside BigQuery; no row passes here.
 
 One MERGE reads the source rows the Python path's extract would read (the same anti-join on the key
-against the destination, one row per key, the source filter and the shard predicate), computes the
+against the destination and, where it exists, against the keys the Python transform skipped; one row
+per key, the source filter and the shard predicate), computes the
 user's SELECT list over them (the source is aliased ``s``) plus the lineage columns, and inserts
 the keys not in the destination yet. A MERGE is atomic, so an interrupted run wrote all of it or
 nothing, and a rerun (on either path) inserts exactly the keys still missing.
@@ -24,7 +25,7 @@ from google.cloud import bigquery
 
 from etl_job import contract, stopping
 from etl_job.bigquery_io import Abandoned, BigQuery
-from etl_job.config import Config
+from etl_job.config import Config, TableId
 from etl_job.errors import JobError
 from etl_job.logs import fields
 from etl_job.pipeline import LINEAGE, RunResult, Shard, filter_sql, new_run_id
@@ -52,17 +53,19 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
     output = _dry_run(bq, select_sql(config), contract.TRANSFORM_SQL, "transform_sql", config)
     columns = _output_columns(config, output)
     _prepare_destination(config, bq, source, output)
+    skipped = skipped_table(config)
+    skipped = skipped if bq.get_table(skipped) is not None else None
     result.timings["check"] = time.monotonic() - started
     if stop.is_set():
         return result
     log.info("run started", extra=fields(run_id=result.run_id, path="sql"))
     try:
-        counted = [int(n) for n in bq.query_value(counts_sql(config, shard))]
+        counted = [int(n) for n in bq.query_value(counts_sql(config, shard, skipped))]
         result.rows_read = counted[1]
         result.rows_duplicate_key = result.rows_failed = counted[0] - counted[1]
         result.rows_null_key = counted[2] if shard.index == 0 else 0  # a NULL key hashes to no shard
         clock = time.monotonic()
-        changed = bq.run_dml(merge_sql(config, shard, result.run_id, columns))
+        changed = bq.run_dml(merge_sql(config, shard, result.run_id, columns, skipped))
         result.timings["merge"] = time.monotonic() - clock
     except Abandoned:
         log.warning("stop requested: gave up on the MERGE (it committed whole or not at all); the next run "
@@ -85,7 +88,12 @@ def select_sql(config: Config) -> str:
             f"{filter_sql(config.source_filter)}")
 
 
-def _pending(config: Config, shard: Shard, *, null_keys: bool = False) -> str:
+def skipped_table(config: Config) -> TableId:
+    """Where the Python path records the keys its transform skipped (etl_job.SKIP): not read again on either path."""
+    return config.destination_table.sibling(f"{config.destination_table.table}_skipped")
+
+
+def _pending(config: Config, shard: Shard, skipped: TableId | None, *, null_keys: bool = False) -> str:
     """FROM and WHERE of the source rows still to process: the Python path's extract (pipeline.extract_sql)."""
     key, destination = config.key_column, config.destination_table
     sharded = ""
@@ -97,18 +105,19 @@ def _pending(config: Config, shard: Shard, *, null_keys: bool = False) -> str:
         f"WHERE {'TRUE' if null_keys else f's.`{key}` IS NOT NULL'}\n"
         f"{filter_sql(config.source_filter)}"
         f"  AND NOT EXISTS (SELECT 1 FROM {destination.sql} AS d WHERE d.`{key}` = s.`{key}`)\n"
-        f"{sharded}"
+        + (f"  AND NOT EXISTS (SELECT 1 FROM {skipped.sql} AS k WHERE k.`{key}` = s.`{key}`)\n" if skipped else "")
+        + f"{sharded}"
     )
 
 
-def counts_sql(config: Config, shard: Shard) -> str:
+def counts_sql(config: Config, shard: Shard, skipped: TableId | None = None) -> str:
     """Rows with a key, distinct keys and rows with a NULL key, among the source rows still to process."""
     key = f"s.`{config.key_column}`"
     return (f"SELECT [COUNT({key}), COUNT(DISTINCT {key}), COUNTIF({key} IS NULL)]\n"
-            f"{_pending(config, shard, null_keys=True)}")
+            f"{_pending(config, shard, skipped, null_keys=True)}")
 
 
-def merge_sql(config: Config, shard: Shard, run_id: str, columns: list[str]) -> str:
+def merge_sql(config: Config, shard: Shard, run_id: str, columns: list[str], skipped: TableId | None = None) -> str:
     """The one statement of a SQL-path run: insert the transformed rows whose key is not in the destination yet."""
     key = config.key_column
     names = ", ".join(f"`{c}`" for c in columns)
@@ -116,7 +125,7 @@ def merge_sql(config: Config, shard: Shard, run_id: str, columns: list[str]) -> 
     return (
         f"MERGE {config.destination_table.sql} AS T USING (\n"
         f"SELECT\n{config.transform_sql}\n, '{run_id}' AS run_id, CURRENT_TIMESTAMP() AS processed_at\n"
-        f"{_pending(config, shard)}"
+        f"{_pending(config, shard, skipped)}"
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1\n"
         f") AS S ON T.`{key}` = S.`{key}`\n"
         f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"

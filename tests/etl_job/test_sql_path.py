@@ -149,6 +149,20 @@ def test_sql_path_stopped_during_its_merge_exits_143_and_the_rerun_completes(job
     assert rerun.returncode == 0 and [r["id"] for r in job.rows()] == list(range(1, 21))
 
 
+def test_sql_path_leaves_out_the_keys_the_python_transform_skipped(job):
+    job.seed(6)
+    # What the Python path records for a row its transform returned etl_job.SKIP: it is not read again.
+    job.client.query(f"CREATE TABLE `{job.destination}_skipped` (id INT64, run_id STRING, skipped_at TIMESTAMP)"
+                     ).result()
+    job.client.query(f"INSERT INTO `{job.destination}_skipped` (id, run_id) VALUES (2, 'earlier'), (5, 'earlier')"
+                     ).result()
+
+    done = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
+
+    assert done.returncode == 0, done.stderr
+    assert [r["id"] for r in job.rows()] == [1, 3, 4, 6]
+
+
 def test_sql_path_counts_duplicate_and_null_keys_like_the_python_path(job):
     rows = [{"id": 1, "name": "A Doe"}, {"id": 2, "name": "B"}, {"id": 2, "name": "B again"},
             {"id": None, "name": "no key"}]
