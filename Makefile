@@ -7,6 +7,11 @@ CDK_ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
+# LocalStack 4.12 in its own venv: its pinned dependencies clash with the CDK's, and newer releases of
+# them (cbor2 6, pyOpenSSL >= 24.3) break it, hence uv's --exclude-newer (FACTS.md).
+LOCALSTACK_VENV := .venv-localstack
+LOCALSTACK_VERSION := 4.12.0
+LOCALSTACK_EXCLUDE_NEWER := 2025-12-12
 CDK := node_modules/.bin/cdk
 
 # Offline and quiet: no version check, no update notifier, no telemetry (cdk.json), a local CLI home.
@@ -16,7 +21,7 @@ export npm_config_update_notifier := false
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_HOME := $(CURDIR)/.cdk-home
 
-.PHONY: help setup run test integration image lint audit synth deploy destroy bench cost run-now stop-runs diff review-templates clean
+.PHONY: help setup run test integration image localstack lint audit synth deploy destroy bench cost run-now stop-runs diff review-templates clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +34,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt etl_job/requirements.t
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	python3 -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+$(LOCALSTACK_VENV)/.installed:
+	python3 -m venv $(LOCALSTACK_VENV)
+	$(LOCALSTACK_VENV)/bin/pip install --quiet --disable-pip-version-check uv
+	$(LOCALSTACK_VENV)/bin/uv pip install --quiet --python $(LOCALSTACK_VENV)/bin/python \
+	  --exclude-newer $(LOCALSTACK_EXCLUDE_NEWER) 'localstack-core[runtime]==$(LOCALSTACK_VERSION)'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -47,7 +59,9 @@ test: setup ## Lint, run every test, then the audit gates
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory audit
 
-integration: setup image ## Heavier checks against real implementations: the built image, a local AWS (tests/integration)
+localstack: $(LOCALSTACK_VENV)/.installed ## Install LocalStack (the local AWS of make integration) into its own venv (idempotent)
+
+integration: setup image $(LOCALSTACK_VENV)/.installed ## Heavier checks against real implementations: the built image, a local AWS (tests/integration)
 	$(PY) -m pytest -m integration tests/integration
 
 image: ## Build the job's image with Docker; first installs docker.io, starts dockerd, builds the base (idempotent, root)

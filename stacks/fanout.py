@@ -71,15 +71,23 @@ class FanOut(Construct):
             max_concurrency=config.max_parallel_shards,
             result_path="$.results",
         )
-        shards_map.item_processor(run_shard)
-        collect = sfn.Pass(
-            self,
-            "CollectFailures",
-            parameters={"shards.$": "$.shards", "failed.$": "$.results[?(@.failed == true)]"},
-        )
+        shards_map.item_processor(run_shard.next(sfn.Pass(self, "ShardSucceeded", parameters={
+            "index.$": "$.index", "failed": False, "task_arn.$": "$.task.task_arn",
+        })))
+        # A JSONPath filter that matches nothing is a States.Runtime error ("could not be found"), and a
+        # wildcard path over one result yields a value, not a list (both seen on LocalStack's engine,
+        # which follows AWS here): so look for a failed result in the results' JSON text, and list
+        # the failed ones with a filter only once there is one.
+        collect = sfn.Pass(self, "CollectFailures", parameters={
+            "shards.$": "$.shards", "results.$": "$.results", "results_json.$": "States.JsonToString($.results)",
+        })
+        list_failures = sfn.Pass(self, "ListFailures", parameters={
+            "shards.$": "$.shards", "failed.$": "$.results[?(@.failed == true)]",
+        })
         definition = shards_map.next(collect).next(
             sfn.Choice(self, "AnyShardFailed")
-            .when(sfn.Condition.is_present("$.failed[0]"), self._alert(config, topic))
+            .when(sfn.Condition.string_matches("$.results_json", '*"failed":true*'),
+                  list_failures.next(self._alert(config, topic)))
             .otherwise(sfn.Succeed(self, "AllShardsSucceeded"))
         )
         # Rendered here rather than by StateMachine: RunTask names this stack's task-definition revision

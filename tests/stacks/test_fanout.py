@@ -110,6 +110,11 @@ def test_a_failed_shard_is_caught_and_one_alert_goes_to_the_alert_topic(sharded:
     message = alert["Parameters"]["Message.$"]
     assert "of 8 shards failed" in message and "States.JsonToString($.failed)" in message
     assert "make run-now STAGE=dev SHARD=" in message
+    # Failed results are listed (with a JSONPath filter) only once one exists: a filter matching nothing fails.
+    assert definition["States"]["AnyShardFailed"]["Choices"] == [
+        {"Variable": "$.results_json", "StringMatches": '*"failed":true*', "Next": "ListFailures"}
+    ]
+    assert definition["States"]["ListFailures"]["Next"] == "AlertFailedShards"
     assert definition["States"]["AlertFailedShards"]["Next"] == "ShardsFailed"
     assert definition["States"]["ShardsFailed"]["Type"] == "Fail"
 
