@@ -185,8 +185,8 @@ class Alerts(Construct):
             threshold=2,
         )
 
-    def _ecs_rule(self, construct_id: str, description: str, detail_type: str, detail: dict, sentences: list[str]) -> None:
-        """A rule on ``aws.ecs`` events of ``detail_type`` that sends ``sentences`` to the topic as one line."""
+    def _ecs_rule(self, construct_id: str, description: str, detail_type: str, detail: dict, parts: list[str]) -> None:
+        """A rule on ``aws.ecs`` events of ``detail_type`` that sends ``parts`` to the topic as one line."""
         rule = events.Rule(
             self,
             construct_id,
@@ -195,7 +195,7 @@ class Alerts(Construct):
         )
         # One line of text: EventBridge delivers a string template as that string, while a template of
         # several lines is delivered in a form AWS does not document (and LocalStack mangles).
-        rule.add_target(targets.SnsTopic(self.topic, message=events.RuleTargetInput.from_text(" ".join(sentences))))
+        rule.add_target(targets.SnsTopic(self.topic, message=events.RuleTargetInput.from_text(" | ".join(parts))))
 
     def _task_failures(self, cluster_arn: str, task_family: str, family_arn_prefix: str) -> None:
         field = events.EventField.from_path
@@ -216,14 +216,14 @@ class Alerts(Construct):
                 ],
             },
             [
-                f"{limits.PROJECT} {self._stage}: the job ended without success.",
+                f"{limits.PROJECT} {self._stage}: the job ended without success",
                 f"Exit code: {field('$.detail.containers[0].exitCode')} (1 fatal error, 3 some rows not loaded: see the "
-                "errors table, 4 timed out, 143 stopped by SIGTERM or Spot; none: it never started).",
-                f"Stop code: {field('$.detail.stopCode')}.",
-                f"Stopped reason: {field('$.detail.stoppedReason')}.",
-                f"Task: {field('$.detail.taskArn')}.",
+                "errors table, 4 timed out, 143 stopped by SIGTERM or Spot; none: it never started)",
+                f"Stop code: {field('$.detail.stopCode')}",
+                f"Stopped reason: {field('$.detail.stoppedReason')}",
+                f"Task: {field('$.detail.taskArn')}",
                 f"Logs: log group {group}, log stream {limits.PROJECT}/{limits.CONTAINER_NAME}/ followed by the task id "
-                "(the last part of the task ARN).",
+                "(the last part of the task ARN)",
                 f"Read them: aws logs tail {group} --since 1d",
             ],
         )
@@ -245,11 +245,10 @@ class Alerts(Construct):
                 "responseElements": {"failures": {"reason": [{"exists": True}]}},
             },
             [
-                f"{limits.PROJECT} {self._stage}: the job was not started: ECS accepted the launch but started no task.",
-                f"Reason: {field('$.detail.responseElements.failures[0].reason')}.",
-                f"Detail: {field('$.detail.responseElements.failures[0].detail')}.",
-                f"Launched by {field('$.detail.userIdentity.arn')} at {field('$.detail.eventTime')}.",
-                "Nothing ran and nothing was touched; the next scheduled run tries again.",
+                f"{limits.PROJECT} {self._stage}: the job was not started: ECS accepted the launch but started no task",
+                f"Reason: {field('$.detail.responseElements.failures[0].reason')}",
+                f"Launched by {field('$.detail.userIdentity.arn')} at {field('$.detail.eventTime')}",
+                "Nothing ran and nothing was touched; the next scheduled run tries again",
                 f"To run it now: make run-now STAGE={self._stage}",
             ],
         )
