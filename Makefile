@@ -12,6 +12,8 @@ CHECKOV_VENV := .venv-checkov
 LOCALSTACK_VENV := .venv-localstack
 LOCALSTACK_VERSION := 4.12.0
 LOCALSTACK_EXCLUDE_NEWER := 2025-12-12
+LOCALSTACK_UV := uv==0.13.9
+LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed-$(LOCALSTACK_VERSION)
 CDK := node_modules/.bin/cdk
 
 # Offline and quiet: no version check, no update notifier, no telemetry (cdk.json), a local CLI home.
@@ -36,9 +38,9 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
-$(LOCALSTACK_VENV)/.installed:
+$(LOCALSTACK_STAMP):
 	python3 -m venv $(LOCALSTACK_VENV)
-	$(LOCALSTACK_VENV)/bin/pip install --quiet --disable-pip-version-check uv
+	$(LOCALSTACK_VENV)/bin/pip install --quiet --disable-pip-version-check '$(LOCALSTACK_UV)'
 	$(LOCALSTACK_VENV)/bin/uv pip install --quiet --python $(LOCALSTACK_VENV)/bin/python \
 	  --exclude-newer $(LOCALSTACK_EXCLUDE_NEWER) 'localstack-core[runtime]==$(LOCALSTACK_VERSION)'
 	touch $@
@@ -59,9 +61,9 @@ test: setup ## Lint, run every test, then the audit gates
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory audit
 
-localstack: $(LOCALSTACK_VENV)/.installed ## Install LocalStack (the local AWS of make integration) into its own venv (idempotent)
+localstack: $(LOCALSTACK_STAMP) ## Install LocalStack (the local AWS of make integration) into its own venv (idempotent)
 
-integration: setup image $(LOCALSTACK_VENV)/.installed ## Heavier checks against real implementations: the built image, a local AWS (tests/integration)
+integration: setup image $(LOCALSTACK_STAMP) ## Heavier checks against real implementations: the built image, a local AWS (tests/integration)
 	$(PY) -m pytest -m integration tests/integration
 
 image: ## Build the job's image with Docker; first installs docker.io, starts dockerd, builds the base (idempotent, root)

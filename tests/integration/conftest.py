@@ -124,3 +124,12 @@ def task_container() -> TaskContainer:
 def fargate(image: str, task_container: TaskContainer, tmp_path_factory: pytest.TempPathFactory) -> Fargate:
     """Runs the job's image as Fargate runs the dev stage's task definition."""
     return Fargate(image, task_container, tmp_path_factory.mktemp("fargate"))
+
+
+@pytest.fixture(scope="session")
+def local_aws():
+    """LocalStack (dev/local_aws.py) for the whole session, started and stopped by the tests themselves."""
+    from dev.local_aws import LocalAws
+
+    with LocalAws() as aws:
+        yield aws
