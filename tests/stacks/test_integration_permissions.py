@@ -31,7 +31,12 @@ CONFIGURATIONS = {
     "prod": {"stage": "prod"},
     "keys-spot-email": {"log_kms_key": "true", "secret_kms_key": "true", "capacity": "spot", "alarm_email": "oncall@example.com"},
     "existing-secret": {"google_credentials_secret": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:etl/google-AbCdEf"},
+    "shards": {"shards": "2"},  # the schedule starts a Step Functions fan-out instead of one task
 }
+
+
+def _fans_out(overrides: dict) -> bool:
+    return int(overrides.get("shards", 1)) > 1
 
 
 class Stack:
@@ -159,6 +164,7 @@ class Integration:
     consumer: str
     docs: tuple[str, ...]
     check: Callable[[Stack], None]
+    applies: Callable[[dict], bool] = lambda overrides: True
 
 
 def _topic(stack: Stack) -> str:
@@ -236,6 +242,53 @@ def eventbridge_runs_the_task(stack: Stack) -> None:
     passed = {json.dumps(r) for s in statements if s["Effect"] == "Allow" and _covers(s["Action"], "iam:PassRole") for r in _list(s["Resource"])}
     roles = {json.dumps({"Fn::GetAtt": [stack.resources[task_definition]["Properties"][p]["Fn::GetAtt"][0], "Arn"]}) for p in ("TaskRoleArn", "ExecutionRoleArn")}
     assert passed == roles, "PassRole on exactly the task and execution roles"
+
+
+def _state_machine(stack: Stack) -> str:
+    return stack.one("AWS::StepFunctions::StateMachine")
+
+
+def eventbridge_starts_the_fan_out(stack: Stack) -> None:
+    rule = schedule_rule(stack)
+    (target,) = stack.resources[rule]["Properties"]["Targets"]
+    machine = _state_machine(stack)
+    assert target["Arn"] == {"Ref": machine}
+    role = target["RoleArn"]["Fn::GetAtt"][0]
+    trust = the_statement_admitting(stack.trust(role), service="events.amazonaws.com", actions=("sts:AssumeRole",))
+    check_sources(trust, source_arns=[{"Fn::GetAtt": [rule, "Arn"]}], required=False)
+    assert _allowed_resources(stack.role_statements(role), "states:StartExecution") == [{"Ref": machine}]
+
+
+def _machine_role(stack: Stack) -> tuple[str, list[dict]]:
+    role = stack.resources[_state_machine(stack)]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    trust = the_statement_admitting(stack.trust(role), service="states.amazonaws.com", actions=("sts:AssumeRole",))
+    check_sources(trust, source_arns=None, required=False)
+    return role, stack.role_statements(role)
+
+
+def fan_out_runs_the_tasks(stack: Stack) -> None:
+    _, statements = _machine_role(stack)
+    task_definition = stack.one("AWS::ECS::TaskDefinition")
+    assert _allowed_resources(statements, "ecs:RunTask") == [{"Ref": task_definition}]
+    passed = sorted(json.dumps(r) for r in _allowed_resources(statements, "iam:PassRole"))
+    roles = sorted(json.dumps({"Fn::GetAtt": [stack.resources[task_definition]["Properties"][p]["Fn::GetAtt"][0], "Arn"]})
+                   for p in ("TaskRoleArn", "ExecutionRoleArn"))
+    assert passed == roles, "PassRole on exactly the task and execution roles"
+    # The .sync integration waits on a managed EventBridge rule it creates in the account.
+    (managed,) = _allowed_resources(statements, "events:PutTargets")
+    assert "rule/StepFunctionsGetEventsForECSTaskRule" in json.dumps(managed)
+
+
+def fan_out_alerts(stack: Stack) -> None:
+    _, statements = _machine_role(stack)
+    topic = _topic(stack)
+    assert _allowed_resources(statements, "sns:Publish") == [{"Ref": topic}]
+    key = stack.key_of(topic, "KmsMasterKeyId")
+    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+        assert {"Fn::GetAtt": [key, "Arn"]} in _allowed_resources(statements, action), action
+    # A role's own policy is enough only when the key policy lets the account's IAM policies decide.
+    account_root = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":iam::", ACCOUNT, ":root"]]}
+    assert admits(stack.key_policy(key), role=account_root, actions=("kms:GenerateDataKey", "kms:Decrypt"))
 
 
 def _execution_role(stack: Stack) -> str:
@@ -326,7 +379,18 @@ INTEGRATIONS = [
     Integration("EventBridge schedule rule (events role)", "ECS RunTask and iam:PassRole", (
         "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/CWE_IAM_role.html",
         "https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-identity-based.html",
-    ), eventbridge_runs_the_task),
+    ), eventbridge_runs_the_task, applies=lambda overrides: not _fans_out(overrides)),
+    Integration("EventBridge schedule rule (its role)", "Step Functions fan-out (states:StartExecution)", (
+        "https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-identity-based.html",
+        "https://docs.aws.amazon.com/step-functions/latest/dg/tutorial-cloudwatch-events-target.html",
+    ), eventbridge_starts_the_fan_out, applies=_fans_out),
+    Integration("Step Functions fan-out (its role)", "ECS RunTask (.sync) and iam:PassRole", (
+        "https://docs.aws.amazon.com/step-functions/latest/dg/ecs-iam.html",
+    ), fan_out_runs_the_tasks, applies=_fans_out),
+    Integration("Step Functions fan-out (its role)", "SNS alert topic and its KMS key", (
+        "https://docs.aws.amazon.com/step-functions/latest/dg/sns-iam.html",
+        "https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html",
+    ), fan_out_alerts, applies=_fans_out),
     Integration("ECS execution role", "Secrets Manager secret (and its KMS key)", (
         "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/secrets-envvar-secrets-manager.html",
         "https://docs.aws.amazon.com/secretsmanager/latest/userguide/security-encryption.html",
@@ -351,7 +415,8 @@ INTEGRATIONS = [
 def _cases() -> Iterator:
     for integration in INTEGRATIONS:
         for name, overrides in CONFIGURATIONS.items():
-            yield pytest.param(integration, overrides, id=f"{integration.producer} -> {integration.consumer} [{name}]")
+            if integration.applies(overrides):
+                yield pytest.param(integration, overrides, id=f"{integration.producer} -> {integration.consumer} [{name}]")
 
 
 @pytest.mark.parametrize(("integration", "overrides"), list(_cases()))
