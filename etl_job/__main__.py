@@ -8,10 +8,13 @@ or, with ETL_TRANSFORM_SQL set, the SQL path (``sql_transform``: one MERGE insid
 and turn its outcome into log lines, a metric and an exit code.
 
 Exit codes:
-    0    success: every source row is in the destination (prints the SuccessfulRun metric line)
-    1    fatal: bad configuration, credentials or transform module, missing source table, BigQuery failure
+    0    success: every source row is in the destination or was skipped by the transform (prints the
+         SuccessfulRun metric line)
+    1    fatal: bad configuration, credentials or transform module, missing source table, a destination that
+         does not fit the source (names the ALTER TABLE), BigQuery failure or unreachable
     3    finished, but some source rows are not in the destination: the transform failed them or
-         their key is duplicated (both in ``<destination>_errors``), or their key is NULL (counted in the log)
+         a value does not fit its column, or their key is duplicated (all in ``<destination>_errors``), or
+         their key is NULL (counted in the log)
     4    timed out (ETL_TIMEOUT_MINUTES) and stopped cleanly; the next run continues
     5    skipped: an older run of this job is still going (ECS only)
     130  interrupted by SIGINT (Ctrl-C), stopped cleanly
@@ -102,7 +105,8 @@ def main() -> int:
         extra=fields(
             exit_code=int(code), run_id=result.run_id, shard_index=config.shard_index,
             shard_count=config.shard_count, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
-            rows_failed=result.rows_failed, rows_duplicate_key=result.rows_duplicate_key,
+            rows_failed=result.rows_failed, rows_skipped=result.rows_skipped,
+            rows_duplicate_key=result.rows_duplicate_key,
             rows_null_key=result.rows_null_key, rows_abandoned=result.rows_abandoned, batches=result.batches,
             duration_seconds=round(duration, 3),
             rows_per_second=round(result.rows_read / result.seconds, 1) if result.seconds else 0.0,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import functools
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 
@@ -19,13 +22,16 @@ from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 from etl_job import stopping
 from etl_job.config import TableId
 from etl_job.credentials import GoogleAuth
+from etl_job.errors import JobError
 
-# The client's defaults retry for 10 minutes (and a local BigQuery answers some bad requests with
-# HTTP 500, which is retried): bound every call so a failure surfaces in about a minute.
-RETRY_DEADLINE_SECONDS = 60
-JOB_TIMEOUT_SECONDS = 600  # the longest one load job or query may take
-RETRY = DEFAULT_RETRY.with_deadline(RETRY_DEADLINE_SECONDS)
-JOB_RETRY = DEFAULT_JOB_RETRY.with_deadline(2 * RETRY_DEADLINE_SECONDS)
+# The client's defaults retry for 10 minutes, and some calls have no timeout at all (an endpoint that
+# accepts the connection and never answers would hold the run until ETL_TIMEOUT_MINUTES): every request
+# has a timeout, every call a retry deadline, and every wait in ``_wait`` an overall limit, so a
+# connectivity problem surfaces as one error in about a minute. Module values, read at call time.
+REQUEST_TIMEOUT_SECONDS = 20.0  # one HTTP request
+RETRY_DEADLINE_SECONDS = 60.0  # one call, retries included
+JOB_TIMEOUT_SECONDS = 600.0  # the longest one load job or query may run
+JOB_POLL_SECONDS = 1.0  # the longest pause between two looks at a running job
 
 # What a failed BigQuery or Google auth call raises; __main__ reports these without a traceback.
 ERRORS = (
@@ -34,6 +40,13 @@ ERRORS = (
     TimeoutError,  # concurrent.futures.TimeoutError is this in Python 3.11
     requests.exceptions.RequestException,  # e.g. the endpoint is unreachable
 )
+# Not auth_exceptions.TransportError: a token endpoint that fails is reported by describe_error.
+_UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, TimeoutError)
+
+
+def call_limit() -> float:
+    """How long one call may take, retries included, before the run gives up on BigQuery."""
+    return RETRY_DEADLINE_SECONDS + REQUEST_TIMEOUT_SECONDS
 
 
 class Abandoned(Exception):
@@ -77,19 +90,22 @@ class BigQuery:
     def __init__(self, auth: GoogleAuth, project: str, stop: stopping.Stop | None = None) -> None:
         options = ClientOptions(api_endpoint=auth.endpoint) if auth.endpoint else None
         self.client = bigquery.Client(project=project, credentials=auth.credentials, client_options=options)
+        self.endpoint = auth.endpoint or "https://bigquery.googleapis.com"
         self._stop = stop or stopping.Stop()
+        self._retry = DEFAULT_RETRY.with_deadline(RETRY_DEADLINE_SECONDS)
+        self._job_retry = DEFAULT_JOB_RETRY.with_deadline(2 * RETRY_DEADLINE_SECONDS)
 
     def get_table(self, table: TableId) -> bigquery.Table | None:
         """The table's metadata, or None if it does not exist."""
         try:
-            return self._wait(lambda: self.client.get_table(str(table), retry=RETRY))
+            return self._wait(lambda: self.client.get_table(str(table), **self._call()))
         except api_exceptions.NotFound:
             return None
 
     def dataset_exists(self, table: TableId) -> bool:
         """Whether the table's dataset exists."""
         try:
-            self._wait(lambda: self.client.get_dataset(f"{table.project}.{table.dataset}", retry=RETRY))
+            self._wait(lambda: self.client.get_dataset(f"{table.project}.{table.dataset}", **self._call()))
         except api_exceptions.NotFound:
             return False
         return True
@@ -100,19 +116,22 @@ class BigQuery:
         definition = bigquery.Table(str(table), schema=schema)
         definition.clustering_fields = clustering
         definition.expires = expires
-        self._wait(lambda: self.client.create_table(definition, exists_ok=True, retry=RETRY))
-        return self._wait(lambda: self.client.get_table(str(table), retry=RETRY))
+        self._wait(lambda: self.client.create_table(definition, exists_ok=True, **self._call()))
+        return self._wait(lambda: self.client.get_table(str(table), **self._call()))
+
+    def add_columns(self, table: bigquery.Table, fields: list[bigquery.SchemaField]) -> bigquery.Table:
+        """Append NULLABLE columns to an existing table's schema (a change BigQuery allows in place)."""
+        table.schema = [*table.schema, *fields]
+        return self._wait(lambda: self.client.update_table(table, ["schema"], **self._call()))
 
     def delete_table(self, table: TableId) -> None:
         """Drop the table if it exists (waits until the stop deadline: it is the run's cleanup)."""
-        self._wait(lambda: self.client.delete_table(str(table), not_found_ok=True, retry=RETRY, timeout=30),
-                   settle=True)
+        self._wait(lambda: self.client.delete_table(str(table), not_found_ok=True, **self._call()), settle=True)
 
     def query_value(self, sql: str):
         """The first column of the first row of a query's result."""
-        job = self._wait(lambda: self.client.query(sql, retry=RETRY, job_retry=JOB_RETRY))
-        rows = self._wait(lambda: list(job.result(retry=RETRY, timeout=JOB_TIMEOUT_SECONDS, job_retry=JOB_RETRY)),
-                          job=job)
+        job = self._start_query(sql)
+        rows = self._wait(lambda: list(job.result(**self._results())), job=job)
         return rows[0][0]
 
     def query_pages(self, sql: str, parameters: list, page_size: int) -> Iterator[list[dict]]:
@@ -121,12 +140,8 @@ class BigQuery:
         The client fetches the next page only when asked, so memory is bounded by the page size
         however large the result.
         """
-        job_config = bigquery.QueryJobConfig(query_parameters=parameters)
-        job = self._wait(lambda: self.client.query(sql, job_config=job_config, retry=RETRY, job_retry=JOB_RETRY))
-        rows = self._wait(
-            lambda: job.result(page_size=page_size, retry=RETRY, timeout=JOB_TIMEOUT_SECONDS, job_retry=JOB_RETRY),
-            job=job,
-        )
+        job = self._start_query(sql, bigquery.QueryJobConfig(query_parameters=parameters))
+        rows = self._wait(lambda: job.result(page_size=page_size, **self._results()), job=job)
         pages = iter(rows.pages)
         while (page := self._wait(lambda: _next_page(pages), job=job)) is not None:
             yield page
@@ -137,14 +152,13 @@ class BigQuery:
         Raises BadRequest with BigQuery's message if the query is not valid.
         """
         job_config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
-        job = self._wait(lambda: self.client.query(sql, job_config=job_config, retry=RETRY, job_retry=None))
+        job = self._wait(lambda: self.client.query(sql, job_config=job_config, job_retry=None, **self._call()))
         return list(job.schema or [])
 
     def run_dml(self, sql: str) -> int | None:
         """Run a DML statement (MERGE, DELETE, ...), wait for it, return the rows it changed."""
-        job = self._wait(lambda: self.client.query(sql, retry=RETRY, job_retry=JOB_RETRY), settle=True)
-        self._wait(lambda: job.result(retry=RETRY, timeout=JOB_TIMEOUT_SECONDS, job_retry=JOB_RETRY),
-                   settle=True, job=job)
+        job = self._start_query(sql, settle=True)
+        self._wait(lambda: job.result(**self._results()), settle=True, job=job)
         return job.num_dml_affected_rows
 
     def load_rows(self, rows: list[dict], table: TableId, schema: list[bigquery.SchemaField], *,
@@ -159,15 +173,41 @@ class BigQuery:
             [{column: to_json(value) for column, value in row.items()} for row in rows],
             str(table),
             job_config=job_config,
-            timeout=RETRY_DEADLINE_SECONDS,
+            timeout=RETRY_DEADLINE_SECONDS,  # the upload: one request carrying the whole batch
         ), settle=True)
-        self._wait(lambda: job.result(retry=RETRY, timeout=JOB_TIMEOUT_SECONDS), settle=True, job=job)
+        self._finish(job, settle=True)
+        self._wait(lambda: job.result(retry=self._retry, timeout=REQUEST_TIMEOUT_SECONDS), settle=True, job=job)
+
+    def _call(self) -> dict:
+        return {"retry": self._retry, "timeout": REQUEST_TIMEOUT_SECONDS}
+
+    def _results(self) -> dict:
+        return {"retry": self._retry, "timeout": REQUEST_TIMEOUT_SECONDS, "job_retry": self._job_retry}
+
+    def _start_query(self, sql: str, job_config: bigquery.QueryJobConfig | None = None, *, settle: bool = False):
+        job = self._wait(lambda: self.client.query(sql, job_config=job_config, job_retry=self._job_retry,
+                                                   **self._call()), settle=settle)
+        self._finish(job, settle=settle)
+        return job
+
+    def _finish(self, job, *, settle: bool) -> None:
+        """Wait for a job to end, looking at it every second at most (each look bounded), for JOB_TIMEOUT_SECONDS."""
+        started, pause = time.monotonic(), 0.05
+        while job.state != "DONE":
+            if time.monotonic() - started > JOB_TIMEOUT_SECONDS:
+                self._cancel(job)
+                raise JobError(f"BigQuery job {job.job_id} did not finish within {JOB_TIMEOUT_SECONDS:.0f} s: "
+                               "lower ETL_BATCH_SIZE, or check the job in the BigQuery console")
+            self._wait(functools.partial(time.sleep, pause), settle=settle, job=job)
+            self._wait(lambda: job.reload(**self._call()), settle=settle, job=job)
+            pause = min(2 * pause, JOB_POLL_SECONDS)
 
     def _wait(self, call: Callable, *, settle: bool = False, job=None):
         """Make the blocking client call on a helper thread; return its result unless the run stops first.
 
         Gives up when a stop is requested, or with ``settle`` when the stop deadline passes; a client
-        call cannot be interrupted, so it is left to finish (or fail) on its own daemon thread.
+        call cannot be interrupted, so it is left to finish (or fail) on its own daemon thread. A call
+        that takes longer than ``call_limit()``, or fails to reach BigQuery, is a JobError naming the endpoint.
         """
         outcome: futures.Future = futures.Future()
 
@@ -178,12 +218,28 @@ class BigQuery:
                 outcome.set_exception(exc)
 
         threading.Thread(target=target, name="bigquery-call", daemon=True).start()
+        limit = call_limit()
+        started = time.monotonic()
         while not futures.wait([outcome], timeout=stopping.POLL_SECONDS).done:
             if self._stop.past(stopping.DEADLINE_SECONDS) or (self._stop.is_set() and not settle):
                 if job is not None:
                     self._cancel(job)
                 raise Abandoned(f"gave up waiting for BigQuery{f' job {job.job_id}' if job is not None else ''}")
-        return outcome.result()
+            if time.monotonic() - started > limit:
+                raise JobError(self._unreachable(f"no answer within {limit:.0f} s"))
+        try:
+            return outcome.result()
+        except api_exceptions.RetryError as exc:
+            if isinstance(exc.cause, _UNREACHABLE) or exc.cause is None:
+                raise JobError(self._unreachable(f"{type(exc.cause).__name__}: {str(exc.cause)[:200]}")) from None
+            raise exc.cause from None
+        except _UNREACHABLE as exc:
+            raise JobError(self._unreachable(f"{type(exc).__name__}: {str(exc)[:200]}")) from None
+
+    def _unreachable(self, detail: str) -> str:
+        return (f"BigQuery at {self.endpoint} did not answer ({detail}): a connectivity problem; check the task's "
+                "network path to it (subnet route or NAT, public IP, security group egress on 443, DNS), or "
+                "BIGQUERY_EMULATOR_HOST if set")
 
     def _cancel(self, job) -> None:
         try:
@@ -198,17 +254,30 @@ def _next_page(pages: Iterator) -> list[dict] | None:
 
 
 def to_json(value):
-    """A BigQuery value as the client returned it, converted back into what a JSON load job accepts."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+    """A BigQuery value as the client returned it, converted into what a JSON load job reads back unchanged.
+
+    JSON has no NaN or infinity and BigQuery reads large JSON numbers as doubles, so those go as the
+    strings BigQuery's JSON loader accepts: "NaN", "Infinity", "-Infinity", and integers beyond 2^53
+    and NUMERIC / BIGNUMERIC values as fixed-point decimal strings. BYTES go base64-encoded.
+    """
+    if value is None or isinstance(value, (str, bool)):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NON_FINITE[str(value)]
+    if isinstance(value, int):
+        return value if -_EXACT_JSON_INT <= value <= _EXACT_JSON_INT else str(value)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, bytes):
+        return format(value, "f")  # fixed-point: str() would write 1E-38
+    if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, dict):
         return {key: to_json(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_json(item) for item in value]
     return str(value)
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_EXACT_JSON_INT = 2**53 - 1

@@ -227,8 +227,12 @@ def _shard(env: Mapping[str, str], problems: list[str]) -> tuple[int, int]:
     return int(raw_index), count
 
 
-def import_transform(spec: str) -> tuple[Callable[[dict], dict], dict[str, str]]:
-    """Import the transform ``module:function``; return it and its module's ``OUTPUT_COLUMNS`` (name → type)."""
+def import_transform(spec: str) -> tuple[Callable[[dict], dict], list]:
+    """Import the transform ``module:function``; return it and its module's ``OUTPUT_COLUMNS`` as schema fields.
+
+    ``OUTPUT_COLUMNS`` maps a column name to a type in DDL syntax (``FLOAT64``, ``ARRAY<STRING>``,
+    ``STRUCT<a INT64, b STRING>``) or to a ``bigquery.SchemaField``; a bad type is a JobError.
+    """
     module_name, _, function_name = spec.partition(":")
     named = f"{TRANSFORM}={spec!r}"
     try:
@@ -258,12 +262,11 @@ def import_transform(spec: str) -> tuple[Callable[[dict], dict], dict[str, str]]
     if not callable(function):
         raise JobError(f"{named} is not a function: point it at a function taking and returning a row dict")
     columns = getattr(module, "OUTPUT_COLUMNS", None) or {}
-    if not isinstance(columns, Mapping) or not all(
-        isinstance(name, str) and _COLUMN.fullmatch(name) and isinstance(kind, str) and kind.isidentifier()
-        for name, kind in columns.items()
-    ):
+    if not isinstance(columns, Mapping):
         raise JobError(
             f"{module_name}.OUTPUT_COLUMNS={columns!r} is invalid: map each new column name to a BigQuery type, "
-            "e.g. {'sentiment': 'FLOAT64'}"
+            "e.g. {'sentiment': 'FLOAT64', 'tags': 'ARRAY<STRING>', 'address': 'STRUCT<city STRING, zip STRING>'}"
         )
-    return function, dict(columns)
+    from etl_job import schema  # imports the google client: only once the job runs
+
+    return function, schema.output_fields(module_name, columns)

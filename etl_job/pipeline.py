@@ -24,8 +24,21 @@ How a run stays correct however it ends:
 * The destination is created clustered on the key, so each MERGE reads little of it; on very
   large tables, a larger ETL_BATCH_SIZE means fewer MERGEs. Columns the transform adds are
   declared in its module's ``OUTPUT_COLUMNS``; the job creates the destination with them.
-* Rows whose transform fails go to ``<destination>_errors`` and not to the destination, so the
-  next run tries them again.
+* Rows whose transform fails, and rows with a value that would not load into its column (checked
+  in the job against the destination's schema before anything is sent), go to
+  ``<destination>_errors`` with the column, the reason and an excerpt of the value, and not to the
+  destination, so the next run tries them again; the rest of their batch loads. Should a load job
+  still reject a batch for a row's fault (BadRequest), the batch is split in halves until the row
+  is found (at most ``MAX_REJECTED_PER_BATCH`` rows a batch; beyond that the fault is not the rows').
+* Rows the transform skips (it returns ``etl_job.SKIP``) have their key recorded in
+  ``<destination>_skipped``; the extract leaves those keys out, so they are not read again.
+* Before anything is written, the source, the transform's declared output (``OUTPUT_COLUMNS``) and
+  an existing destination are compared (``schema.mismatches``): a missing column, a narrower type or
+  a source column named like a lineage column stops the run with the fix.
+* JSON and BYTES columns travel as text (JSON text, base64) into STRING staging columns and are
+  turned back by the MERGE (PARSE_JSON, FROM_BASE64), so a JSON null stays a JSON null (a JSON
+  load reads ``null`` as SQL NULL) and bytes arrive byte for byte. FLOAT64 NaN and infinities go as
+  the strings BigQuery's JSON loader reads (``bigquery_io.to_json``).
 * On a stop (``stopping``): no new batch is started; the batches already transformed are loaded
   until the stop deadline, when BigQuery work still in flight is abandoned (and its job asked
   to cancel). Whatever did not land, the next run redoes.
@@ -40,19 +53,21 @@ not reprocessed; delete its key from the destination to have the next run redo i
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from etl_job import stopping
+from etl_job import JSON_NULL, SKIP, schema, stopping
 from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import JobError
@@ -66,9 +81,10 @@ LINEAGE = (
 )
 STAGING_EXPIRY = datetime.timedelta(days=1)  # BigQuery drops a staging table a killed run left behind
 MAX_ERROR_CHARS = 1000
+MAX_REJECTED_PER_BATCH = 10  # rows a load job may reject in one batch before the run fails (not the rows' fault)
 COPIES = "_etl_key_copies"  # extract column: how many source rows share the row's key
 
-Transform = Callable[[dict], dict]
+Transform = Callable[[dict], "dict | object"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,8 @@ class RunResult:
     run_id: str
     rows_read: int = 0
     rows_loaded: int = 0
-    rows_failed: int = 0  # rows written to the errors table: transform failures and duplicate keys
+    rows_failed: int = 0  # rows written to the errors table: transform failures, bad values, duplicate keys
+    rows_skipped: int = 0  # rows the transform skipped (SKIP): recorded, not read again
     rows_duplicate_key: int = 0  # of rows_failed: the extra rows of a key several source rows share
     rows_null_key: int = 0  # source rows with a NULL key: neither loaded nor in the errors table
     rows_abandoned: int = 0  # rows left for the next run because this one stopped
@@ -102,14 +119,24 @@ def new_run_id() -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def extract_sql(source: TableId, destination: TableId, key: str, *, source_filter: str | None = None) -> str:
-    """The extract query: one row per key of this shard not in the destination yet, with its key's row count."""
+def extract_sql(source: TableId, destination: TableId, skipped: TableId, key: str, *,
+                source_filter: str | None = None, json_columns: Iterable[str] = (), sharded: bool = False) -> str:
+    """The extract query: one row per key (of this shard) neither loaded nor skipped yet, with its key's row count.
+
+    JSON columns are read as their JSON text, so that a JSON null is told apart from SQL NULL.
+    """
+    replace = ", ".join(f"IF(s.`{c}` IS NULL, NULL, TO_JSON_STRING(s.`{c}`)) AS `{c}`" for c in json_columns)
+    columns = f"s.* REPLACE ({replace})" if replace else "s.*"
+    # Only when sharded: a local BigQuery drops STRUCT columns from any query calling FARM_FINGERPRINT.
+    shard = (f"  AND ABS(MOD(FARM_FINGERPRINT(CAST(s.`{key}` AS STRING)), @shard_count)) = @shard_index\n"
+             if sharded else "")
     return (
-        f"SELECT s.*, COUNT(*) OVER (PARTITION BY s.`{key}`) AS {COPIES} FROM {source.sql} AS s\n"
+        f"SELECT {columns}, COUNT(*) OVER (PARTITION BY s.`{key}`) AS {COPIES} FROM {source.sql} AS s\n"
         f"WHERE s.`{key}` IS NOT NULL\n"
         f"{filter_sql(source_filter)}"
         f"  AND NOT EXISTS (SELECT 1 FROM {destination.sql} AS d WHERE d.`{key}` = s.`{key}`)\n"
-        f"  AND (@shard_count = 1 OR ABS(MOD(FARM_FINGERPRINT(CAST(s.`{key}` AS STRING)), @shard_count)) = @shard_index)\n"
+        f"  AND NOT EXISTS (SELECT 1 FROM {skipped.sql} AS k WHERE k.`{key}` = s.`{key}`)\n"
+        f"{shard}"
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1"
     )
 
@@ -127,10 +154,15 @@ def null_keys_sql(source: TableId, key: str, *, source_filter: str | None = None
     return f"SELECT COUNT(*) FROM {source.sql} AS s WHERE s.`{key}` IS NULL\n{filter_sql(source_filter)}"
 
 
-def merge_sql(destination: TableId, staging: TableId, key: str, columns: list[str]) -> str:
-    """Insert the staged rows whose key is not in the destination yet (staging holds one row per key: see extract)."""
+def merge_sql(destination: TableId, staging: TableId, key: str, columns: list[str], *,
+              json_columns: Iterable[str] = (), bytes_columns: Iterable[str] = ()) -> str:
+    """Insert the staged rows whose key is not in the destination yet (staging holds one row per key: see extract).
+
+    JSON and BYTES columns are staged as text (JSON text, base64) and converted back here.
+    """
+    convert = {**{c: "PARSE_JSON" for c in json_columns}, **{c: "FROM_BASE64" for c in bytes_columns}}
     names = ", ".join(f"`{column}`" for column in columns)
-    values = ", ".join(f"S.`{column}`" for column in columns)
+    values = ", ".join(f"{convert[c]}(S.`{c}`)" if c in convert else f"S.`{c}`" for c in columns)
     return (
         f"MERGE {destination.sql} AS T USING {staging.sql} AS S ON T.`{key}` = S.`{key}`\n"
         f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
@@ -138,16 +170,16 @@ def merge_sql(destination: TableId, staging: TableId, key: str, columns: list[st
 
 
 def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop, shard: Shard = Shard(),
-        output_columns: Mapping[str, str] | None = None) -> RunResult:
+        output_columns: list[bigquery.SchemaField] | None = None) -> RunResult:
     """Process every source row not yet in the destination, until done or until ``stop`` is requested.
 
-    ``output_columns`` (name → BigQuery type) are the columns the transform adds to each row.
+    ``output_columns`` are the columns the transform adds to each row, or source columns it retypes.
     """
     started = time.monotonic()
     result = RunResult(run_id=new_run_id())
     key = config.key_column
     try:
-        tables = _prepare_tables(config, bq, result.run_id, output_columns or {})
+        tables = _prepare_tables(config, bq, result.run_id, output_columns or [])
     except Abandoned:
         log.warning("stop requested before the run started")
         return result
@@ -155,7 +187,7 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
     parameters = [
         bigquery.ScalarQueryParameter("shard_index", "INT64", shard.index),
         bigquery.ScalarQueryParameter("shard_count", "INT64", shard.count),
-    ]
+    ] if shard.count > 1 else []
     pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="transform")
     loader = _Loader(bq, tables, result, started, stop)
     try:
@@ -165,8 +197,10 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
         if result.rows_null_key:
             log.warning("source rows with a NULL key (ETL_KEY_COLUMN) cannot be loaded: give them a key, or remove "
                         "them from the source", extra=fields(key_column=key, rows_null_key=result.rows_null_key))
-        pages = bq.query_pages(extract_sql(config.source_table, config.destination_table, key,
-                                           source_filter=config.source_filter), parameters, config.batch_size)
+        sql = extract_sql(config.source_table, config.destination_table, tables.skipped, key,
+                          source_filter=config.source_filter, json_columns=tables.json_columns,
+                          sharded=shard.count > 1)
+        pages = bq.query_pages(sql, parameters, config.batch_size)
         while not stop.is_set():
             clock = time.monotonic()
             rows = next(pages, None)
@@ -178,7 +212,8 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
                 continue
             result.rows_read += len(rows)
             clock = time.monotonic()
-            batch = _transform_batch(rows, transform, pool, config.concurrency, stop, tables.columns, key)
+            _parse_json_columns(rows, tables.json_columns)
+            batch = _transform_batch(rows, transform, pool, config.concurrency, stop, tables)
             result.timings["transform"] += time.monotonic() - clock
             loader.submit(batch)
             rows = batch = None  # memory: only the batch loading and the next one in progress
@@ -207,18 +242,74 @@ class _Tables:
     destination: TableId
     staging: TableId
     errors: TableId
-    schema: list  # the destination's, used for staging too
+    skipped: TableId
+    schema: list  # the destination's
+    staging_schema: list  # the destination's, with top-level JSON and BYTES columns as STRING (see merge_sql)
     errors_schema: list
+    skipped_schema: list
     columns: frozenset
+    checks: dict  # column → value check (schema.value_check), lineage columns excepted
+    json_columns: tuple  # top-level, non-repeated JSON columns of the source (read as JSON text)
+    staged_json: tuple  # destination columns staged as JSON text (see merge_sql)
+    staged_bytes: tuple  # destination columns staged as base64 text
     key: str
 
 
-def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output_columns: Mapping[str, str]) -> _Tables:
-    """Check the source; create the destination, errors and staging tables if missing (explicit schemas).
+def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigquery.SchemaField]) -> _Tables:
+    """Check the source, the declared output and an existing destination; create what is missing (explicit schemas).
 
-    The destination gets the source's columns, then ``output_columns`` (those the source lacks), then
-    the lineage columns.
+    The destination gets the source's columns (retyped where ``output`` redeclares one), then the
+    other ``output`` columns, then the lineage columns. Nothing is written unless all of them agree.
     """
+    key = config.key_column
+    source = _source_schema(config, bq)
+    key_field = next(f for f in source if f.name == key)
+    expected = schema.destination_schema(source, output, LINEAGE)
+    destination = bq.get_table(config.destination_table)
+    if destination is not None:
+        problems = schema.mismatches(expected, destination.schema, config.destination_table.sql, key)
+        if problems:
+            raise JobError(f"destination table {config.destination_table} (ETL_DESTINATION_TABLE) does not fit what "
+                           f"the job writes: {'; '.join(problems)}; or drop the table and let the job create it")
+    elif not bq.dataset_exists(config.destination_table):
+        dataset = f"{config.destination_table.project}:{config.destination_table.dataset}"
+        raise JobError(
+            f"dataset {dataset.replace(':', '.')} of ETL_DESTINATION_TABLE does not exist: create it "
+            f"(bq mk --dataset --location=<the source's location> {dataset})"
+        )
+    else:
+        destination = bq.create_table(config.destination_table, expected, clustering=[key])
+        log.info("created destination table", extra=fields(table=str(config.destination_table)))
+    errors_schema = [
+        bigquery.SchemaField(key, key_field.field_type, description="the source row's key"),
+        bigquery.SchemaField("error", "STRING", description="why the row is not in the destination"),
+        bigquery.SchemaField("run_id", "STRING"),
+        bigquery.SchemaField("failed_at", "TIMESTAMP"),
+        bigquery.SchemaField("column", "STRING", description="the column whose value would not load, if one"),
+        bigquery.SchemaField("value", "STRING", description="that value, or the start of it"),
+    ]
+    _ensure_table(bq, config.errors_table, errors_schema)
+    skipped = config.destination_table.sibling(f"{config.destination_table.table}_skipped")
+    skipped_schema = [bigquery.SchemaField(key, key_field.field_type), bigquery.SchemaField("run_id", "STRING"),
+                      bigquery.SchemaField("skipped_at", "TIMESTAMP")]
+    _ensure_table(bq, skipped, skipped_schema)
+    staging = config.destination_table.sibling(f"{config.destination_table.table}_staging_{run_id.replace('-', '_')}")
+    staging_schema = [_staged(f) for f in destination.schema]
+    bq.create_table(staging, staging_schema, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
+    lineage = {f.name for f in LINEAGE}
+    return _Tables(
+        destination=config.destination_table, staging=staging, errors=config.errors_table, skipped=skipped,
+        schema=destination.schema, staging_schema=staging_schema, errors_schema=errors_schema,
+        skipped_schema=skipped_schema, columns=frozenset(f.name for f in destination.schema),
+        checks=schema.row_checks(f for f in destination.schema if f.name not in lineage),
+        json_columns=tuple(f.name for f in source if f.mode != "REPEATED" and schema.standard(f.field_type) == "JSON"),
+        staged_json=_staged_as(destination.schema, "JSON"), staged_bytes=_staged_as(destination.schema, "BYTES"),
+        key=key,
+    )
+
+
+def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
+    """The source's columns, once it is known to have a scalar key and no column named like a lineage column."""
     key = config.key_column
     source = bq.get_table(config.source_table)
     if source is None:
@@ -232,71 +323,72 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output_columns: M
             f"source table {config.source_table} has no scalar column {key!r} (ETL_KEY_COLUMN): "
             f"set ETL_KEY_COLUMN to its unique key; columns are {', '.join(f.name for f in source.schema)}"
         )
-    lineage = {f.name for f in LINEAGE}
-    added = [bigquery.SchemaField(name, kind) for name, kind in output_columns.items()
-             if name not in {f.name for f in source.schema} | lineage]
-    destination = bq.get_table(config.destination_table)
-    if destination is None:
-        if not bq.dataset_exists(config.destination_table):
-            dataset = f"{config.destination_table.project}:{config.destination_table.dataset}"
-            raise JobError(
-                f"dataset {dataset.replace(':', '.')} of ETL_DESTINATION_TABLE does not exist: create it "
-                f"(bq mk --dataset --location=<the source's location> {dataset})"
-            )
-        schema = [f for f in source.schema if f.name not in lineage] + added + list(LINEAGE)
-        destination = bq.create_table(config.destination_table, schema, clustering=[key])
-        log.info("created destination table", extra=fields(table=str(config.destination_table)))
-    missing_output = [f for f in added if f.name not in {d.name for d in destination.schema}]
-    if missing_output:
-        columns = ", ".join(f"ADD COLUMN `{f.name}` {f.field_type}" for f in missing_output)
+    clashes = [f.name for f in source.schema if f.name in {f.name for f in LINEAGE}]
+    if clashes:
+        renamed = ", ".join(f"{c} AS source_{c}" for c in clashes)
         raise JobError(
-            f"destination table {config.destination_table} lacks the transform's OUTPUT_COLUMNS "
-            f"{[f.name for f in missing_output]}: add them (ALTER TABLE {config.destination_table.sql} {columns}; "
-            "rows loaded before hold NULL there) or drop the table and let the job create it"
+            f"source table {config.source_table} has columns {clashes}, which the job writes itself (the run that "
+            f"wrote each row, and when): read the source through a view that renames them, e.g. CREATE VIEW "
+            f"<dataset>.source_view AS SELECT * EXCEPT ({', '.join(clashes)}), {renamed} FROM "
+            f"{config.source_table.sql}, and set ETL_SOURCE_TABLE (source_table) to it"
         )
-    missing = ({key} | lineage) - {f.name for f in destination.schema}
+    return list(source.schema)
+
+
+def _staged(field: bigquery.SchemaField) -> bigquery.SchemaField:
+    """How a destination column travels in the staging table (see merge_sql)."""
+    if field.mode != "REPEATED" and schema.standard(field.field_type) in ("JSON", "BYTES"):
+        return bigquery.SchemaField(field.name, "STRING", mode=field.mode)
+    return field
+
+
+def _staged_as(fields: list[bigquery.SchemaField], kind: str) -> tuple:
+    return tuple(f.name for f in fields if schema.standard(f.field_type) == kind and _staged(f) is not f)
+
+
+def _ensure_table(bq: BigQuery, table: TableId, fields: list[bigquery.SchemaField]) -> None:
+    """Create the table, or add the columns an older version of the job did not give it."""
+    existing = bq.create_table(table, fields)
+    missing = [f for f in fields if f.name not in {e.name for e in existing.schema}]
     if missing:
-        raise JobError(
-            f"destination table {config.destination_table} lacks columns {sorted(missing)}: add them "
-            "(run_id STRING, processed_at TIMESTAMP) or drop the table and let the job create it"
-        )
-    errors_schema = [
-        bigquery.SchemaField(key, key_field.field_type),
-        bigquery.SchemaField("error", "STRING"),
-        bigquery.SchemaField("run_id", "STRING"),
-        bigquery.SchemaField("failed_at", "TIMESTAMP"),
-    ]
-    bq.create_table(config.errors_table, errors_schema)
-    staging = config.destination_table.sibling(f"{config.destination_table.table}_staging_{run_id.replace('-', '_')}")
-    expires = datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY
-    bq.create_table(staging, destination.schema, expires=expires)
-    return _Tables(
-        destination=config.destination_table,
-        staging=staging,
-        errors=config.errors_table,
-        schema=destination.schema,
-        errors_schema=errors_schema,
-        columns=frozenset(f.name for f in destination.schema),
-        key=key,
-    )
+        bq.add_columns(existing, [bigquery.SchemaField(f.name, f.field_type, description=f.description)
+                                  for f in missing])
+
+
+def _parse_json_columns(rows: list[dict], columns: tuple) -> None:
+    """Turn the JSON text the extract read into Python values, in place; a JSON null becomes JSON_NULL."""
+    for row in rows:
+        for column in columns:
+            text = row.get(column)
+            if text is not None:
+                row[column] = JSON_NULL if text == "null" else json.loads(text)
 
 
 @dataclass
 class _Batch:
     loaded: list = field(default_factory=list)  # transformed rows
-    failed: list = field(default_factory=list)  # (key, error message)
+    failed: list = field(default_factory=list)  # (key, column or None, error message, value excerpt or None)
+    skipped: list = field(default_factory=list)  # keys of the rows the transform skipped
     duplicates: int = 0  # of failed: extra source rows of a duplicated key
     abandoned: int = 0  # rows not transformed because the run is stopping
 
 
+@dataclass(frozen=True)
+class _Rejected:
+    column: str | None
+    error: str
+    value: str | None = None
+
+
 def _transform_batch(rows: list[dict], transform: Transform, pool: ThreadPoolExecutor, concurrency: int,
-                     stop: stopping.Stop, columns: frozenset, key: str) -> _Batch:
-    """Run the transform over the rows on up to ``concurrency`` threads; sort results into loaded and failed.
+                     stop: stopping.Stop, tables: _Tables) -> _Batch:
+    """Run the transform over the rows on up to ``concurrency`` threads; sort results into loaded, failed, skipped.
 
     Each worker takes the next row from a shared iterator until none is left or a stop is
     requested (one task per worker, not per row: per-row tasks cost more than a cheap transform).
     The other source rows of a duplicated key are recorded as failed.
     """
+    key = tables.key
     copies = [row.pop(COPIES, 1) for row in rows]
     keys = [row[key] for row in rows]  # as read: a transform may modify its row in place
     results: list = [None] * len(rows)
@@ -309,7 +401,7 @@ def _transform_batch(rows: list[dict], transform: Transform, pool: ThreadPoolExe
                 index = next(todo, None)
             if index is None:
                 return
-            results[index] = _apply(transform, rows[index], keys[index], columns, key)
+            results[index] = _apply(transform, rows[index], keys[index], tables)
 
     workers = [pool.submit(work) for _ in range(min(concurrency, len(rows)))]
     while not all(worker.done() for worker in workers):
@@ -323,32 +415,48 @@ def _transform_batch(rows: list[dict], transform: Transform, pool: ThreadPoolExe
         if outcome is None:
             batch.abandoned += 1
             continue
-        if isinstance(outcome, str):
-            batch.failed.append((key_value, outcome))
+        if outcome is SKIP:
+            batch.skipped.append(key_value)
+        elif isinstance(outcome, _Rejected):
+            batch.failed.append((key_value, outcome.column, outcome.error, outcome.value))
         else:
             batch.loaded.append(outcome)
         if count > 1:
             message = f"duplicate key in source: {count} source rows have this key; one of them was processed"
-            batch.failed += [(key_value, message)] * (count - 1)
+            batch.failed += [(key_value, None, message, None)] * (count - 1)
             batch.duplicates += count - 1
     return batch
 
 
-def _apply(transform: Transform, row: dict, key_value, columns: frozenset, key: str):
-    """The transformed row, or an error message if the transform raised or returned something unloadable."""
+def _apply(transform: Transform, row: dict, key_value, tables: _Tables):
+    """The row to load (the transform's result merged over the source row), SKIP, or why the row is rejected."""
+    key = tables.key
     try:
         out = transform(row)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is a row error
-        return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS] or "error"
+        return _Rejected(None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS] or "error")
+    if out is SKIP:
+        return SKIP
     if not isinstance(out, dict):
-        return f"transform returned {type(out).__name__}, expected a dict"
-    if out.get(key) != key_value:
-        return f"transform changed the key column {key!r}; keep it unchanged"
-    unknown = out.keys() - columns
+        return _Rejected(None, f"transform returned {type(out).__name__}, expected a dict of the columns to set "
+                               "(or etl_job.SKIP to leave the row out)")
+    if out is not row:
+        row.update(out)  # only what changes, merged over the source row: an omitted column keeps its value
+    if row.get(key) != key_value:
+        return _Rejected(key, f"transform changed the key column {key!r}; keep it unchanged",
+                         schema.excerpt(row.get(key)))
+    unknown = row.keys() - tables.checks.keys()
+    if unknown & {f.name for f in LINEAGE}:
+        return _Rejected(sorted(unknown)[0], "the job writes the lineage columns run_id and processed_at itself; "
+                                             "leave them out of the transform's result")
     if unknown:
-        return (f"transform returned columns the destination lacks: {sorted(unknown)}; "
-                "declare new columns in the transform module's OUTPUT_COLUMNS")
-    return out
+        return _Rejected(sorted(unknown)[0], f"transform returned columns the destination lacks: {sorted(unknown)}; "
+                                             "declare new columns in the transform module's OUTPUT_COLUMNS")
+    problem = schema.row_problem(row, tables.checks)
+    if problem:
+        column, reason, value = problem
+        return _Rejected(column, f"value does not fit column {column}: {reason}", value)
+    return row
 
 
 class _Loader:
@@ -391,21 +499,24 @@ class _Loader:
         clock = time.monotonic()
         now = datetime.datetime.now(datetime.UTC).isoformat()
         result.rows_abandoned += batch.abandoned
-        unsettled = len(batch.loaded) + len(batch.failed)
+        unsettled = len(batch.loaded) + len(batch.failed) + len(batch.skipped)
         try:
             if unsettled and self._stop.past(stopping.DEADLINE_SECONDS):
                 raise Abandoned("the stop deadline has passed")
             if batch.loaded:
                 for row in batch.loaded:  # in place: one copy of the batch fewer in memory
+                    _to_staging(row, tables)
                     row.update(run_id=result.run_id, processed_at=now)
-                self._bq.load_rows(batch.loaded, tables.staging, tables.schema, write_disposition="WRITE_TRUNCATE")
-                changed = self._bq.run_dml(merge_sql(tables.destination, tables.staging, key,
-                                                     [f.name for f in tables.schema]))
-                result.rows_loaded += len(batch.loaded) if changed is None else changed
+                result.rows_loaded += self._land(batch.loaded, batch.failed)
                 unsettled -= len(batch.loaded)
+            if batch.skipped:
+                skipped = [{key: k, "run_id": result.run_id, "skipped_at": now} for k in batch.skipped]
+                self._bq.load_rows(skipped, tables.skipped, tables.skipped_schema, write_disposition="WRITE_APPEND")
+                result.rows_skipped += len(batch.skipped)
+                unsettled -= len(batch.skipped)
             if batch.failed:
-                errors = [{key: k, "error": message, "run_id": result.run_id, "failed_at": now}
-                          for k, message in batch.failed]
+                errors = [{key: k, "column": column, "error": message, "value": value, "run_id": result.run_id,
+                           "failed_at": now} for k, column, message, value in batch.failed]
                 self._bq.load_rows(errors, tables.errors, tables.errors_schema, write_disposition="WRITE_APPEND")
                 result.rows_failed += len(batch.failed)
                 result.rows_duplicate_key += batch.duplicates
@@ -421,5 +532,40 @@ class _Loader:
         result.batches += 1
         log.info("batch loaded", extra=fields(
             batch=result.batches, rows_loaded=result.rows_loaded, rows_failed=result.rows_failed,
+            rows_skipped=result.rows_skipped,
             rows_per_second=round(result.rows_loaded / (time.monotonic() - self._started), 1),
         ))
+
+    def _land(self, rows: list[dict], failed: list) -> int:
+        """Load the rows into staging and MERGE them; return how many were inserted.
+
+        A load job that fails with BadRequest (a value BigQuery would not read, which the checks in
+        ``schema`` did not foresee) is retried on each half of the rows, down to the one row at fault,
+        which joins ``failed``: a few more load jobs for one bad row, never the whole batch lost.
+        """
+        tables = self._tables
+        try:
+            self._bq.load_rows(rows, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
+        except api_exceptions.BadRequest as exc:
+            if len(rows) > 1:
+                half = len(rows) // 2
+                return self._land(rows[:half], failed) + self._land(rows[half:], failed)
+            rejected = sum(1 for entry in failed if entry[2].startswith("BigQuery rejected the row"))
+            if rejected >= MAX_REJECTED_PER_BATCH:
+                raise
+            message = str(exc.message).splitlines()[0][:MAX_ERROR_CHARS]
+            failed.append((rows[0][tables.key], None, f"BigQuery rejected the row: {message}",
+                           schema.excerpt({k: v for k, v in rows[0].items() if k not in ("run_id", "processed_at")})))
+            return 0
+        changed = self._bq.run_dml(merge_sql(
+            tables.destination, tables.staging, tables.key, [f.name for f in tables.schema],
+            json_columns=tables.staged_json, bytes_columns=tables.staged_bytes))
+        return len(rows) if changed is None else changed
+
+
+def _to_staging(row: dict, tables: _Tables) -> None:
+    """Turn the row's top-level JSON values into JSON text, in place, for their STRING staging column."""
+    for column in tables.staged_json:
+        value = row.get(column)
+        if value is not None:
+            row[column] = "null" if value is JSON_NULL else json.dumps(value, allow_nan=False)

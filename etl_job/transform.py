@@ -1,17 +1,34 @@
-"""The transform: the one function to replace with your own."""
+"""The transform: the one function to replace with your own.
 
-# Columns the transform adds to each row, name -> BigQuery type, e.g. {"sentiment": "FLOAT64"}:
-# the job creates the destination with them (an existing destination lacking them is an error naming the fix).
+The contract (also in the README):
+
+* It is called once per source row with the row as a dict (column → value as the BigQuery client
+  returns it: int, float, Decimal, str, bytes, date/datetime/time, dict for a STRUCT, list for an
+  ARRAY, the parsed value for a JSON column, ``etl_job.JSON_NULL`` for a JSON null, None for NULL).
+* It returns **only what changes**: a dict of the columns to set, merged over the source row. A
+  column it leaves out keeps its source value; to clear one, return it as None. Returning the
+  whole row (changed or not) is the same thing, so both styles are right and neither can silently
+  NULL a column. ``{}`` means "load the row unchanged".
+* It returns ``etl_job.SKIP`` to leave the row out: its key is recorded in ``<destination>_skipped``
+  and not read again (delete it there to have the row processed again). ``None`` is an error (a
+  missing ``return`` must not drop every row silently).
+* It raises to reject the row: the row goes to ``<destination>_errors`` with the exception and the
+  run exits 3; the next run tries it again. So does a value that would not fit its column.
+* It keeps the key column unchanged and does not set ``run_id`` / ``processed_at`` (the job does).
+"""
+
+# Columns the transform adds to each row (or source columns it gives a new type), name -> BigQuery type
+# in DDL syntax, e.g. {"sentiment": "FLOAT64", "tags": "ARRAY<STRING>", "address": "STRUCT<city STRING, zip STRING>"}
+# (a google.cloud.bigquery.SchemaField works too): the job creates the destination with them, and an
+# existing destination lacking them is an error naming the ALTER TABLE to run.
 OUTPUT_COLUMNS: dict[str, str] = {}
 
 
 def transform(row: dict) -> dict:
-    """Return the row to load for one source row (the tutorial's rule: "Doe" in ``name`` becomes "Das").
+    """Return the columns to change in one source row (the tutorial's rule: "Doe" in ``name`` becomes "Das").
 
     Called from worker threads (``ETL_CONCURRENCY`` at a time), so a slow, I/O-bound call here
-    (one API request per row) runs concurrently. Keep the key column unchanged; return the
-    source's columns and those declared in ``OUTPUT_COLUMNS``. Raise to reject the row: it goes
-    to the errors table and the run exits 3; the next run tries it again.
+    (one API request per row) runs concurrently. See the module docstring for what to return.
     """
     name = row.get("name")
     if isinstance(name, str) and "Doe" in name:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,15 @@ _datasets = itertools.count()
 # The real job with a shorter stop deadline (a test cannot wait 90 s): argv[1] is the deadline in seconds.
 _WITH_DEADLINE = (
     "import runpy, sys; from etl_job import stopping; stopping.DEADLINE_SECONDS = float(sys.argv[1]); "
+    "runpy.run_module('etl_job', run_name='__main__', alter_sys=True)"
+)
+# The real job with some module constants changed (a test cannot wait a minute): argv[1] is JSON
+# {"module.NAME": value}.
+_WITH_SETTINGS = (
+    "import importlib, json, runpy, sys\n"
+    "for name, value in json.loads(sys.argv[1]).items():\n"
+    "    module, _, attribute = name.rpartition('.')\n"
+    "    setattr(importlib.import_module(module), attribute, value)\n"
     "runpy.run_module('etl_job', run_name='__main__', alter_sys=True)"
 )
 
@@ -94,10 +104,11 @@ class Job:
             text=True,
         )
 
-    def run(self, timeout: float = 120, **overrides: str) -> subprocess.CompletedProcess:
-        """Run the real job process to the end."""
+    def run(self, timeout: float = 120, settings: dict | None = None, **overrides: str) -> subprocess.CompletedProcess:
+        """Run the real job process to the end, optionally with module constants changed (``settings``)."""
+        command = ["-c", _WITH_SETTINGS, json.dumps(settings)] if settings else ["-m", "etl_job"]
         return subprocess.run(
-            [sys.executable, "-m", "etl_job"],
+            [sys.executable, *command],
             cwd=ROOT,
             env=self.env(**overrides),
             capture_output=True,
@@ -182,6 +193,7 @@ class _Hold(BaseHTTPRequestHandler):
 
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.proxy.bodies.append(body)
         if self.proxy.hold in body:
             self.proxy.held.set()
             self.proxy.release.wait(60)
@@ -196,11 +208,16 @@ class _Hold(BaseHTTPRequestHandler):
 
 
 class HoldingProxy:
-    """A local BigQuery that hangs on one kind of call: requests whose body contains ``hold`` get no answer."""
+    """A local BigQuery that hangs on one kind of call: requests whose body contains ``hold`` get no answer.
+
+    ``hold=b""`` holds every request (an endpoint that accepts connections and never answers). Every
+    request body is kept in ``bodies``: what the job sent on the wire.
+    """
 
     def __init__(self, target_url: str, hold: bytes) -> None:
         self.target = urlsplit(target_url)
         self.hold = hold
+        self.bodies: list[bytes] = []
         self.held = threading.Event()  # set once a request was held
         self.release = threading.Event()  # set to drop the held requests
         handler = type("Handler", (_Hold,), {"proxy": self})

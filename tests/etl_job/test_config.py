@@ -2,7 +2,7 @@
 
 import pytest
 
-from etl_job import contract
+from etl_job import contract, schema
 from etl_job.config import Config, TableId, import_transform, load_config
 from etl_job.errors import JobError
 
@@ -174,7 +174,7 @@ def test_bad_optional_sql_is_refused_by_the_job(name, value, message):
 
 def test_import_transform():
     function, columns = import_transform("etl_job.transform:transform")
-    assert function({"name": "Doe"}) == {"name": "Das"} and columns == {}
+    assert function({"name": "Doe"}) == {"name": "Das"} and columns == []
     with pytest.raises(JobError, match=r"ETL_TRANSFORM='no_such_module:f' cannot be imported \(no module"):
         import_transform("no_such_module:f")
     with pytest.raises(JobError, match="module 'etl_job.transform' has no 'nope'"):
@@ -191,8 +191,18 @@ def test_import_transform():
         ("import no_such_nlp_library\n",
          "it imports 'no_such_nlp_library', which is not installed; add it to etl_job/requirements.txt"),
         ("OUTPUT_COLUMNS = ['sentiment']\ndef transform(row): return row\n", "OUTPUT_COLUMNS=.* is invalid"),
-        ("OUTPUT_COLUMNS = {'bad name': 'FLOAT64'}\ndef transform(row): return row\n", "OUTPUT_COLUMNS=.* is invalid"),
+        ("OUTPUT_COLUMNS = {'bad name': 'FLOAT64'}\ndef transform(row): return row\n",
+         r"OUTPUT_COLUMNS\['bad name'\] is not a column name"),
+        ("OUTPUT_COLUMNS = {'score': 'FLAOT64'}\ndef transform(row): return row\n",
+         r"OUTPUT_COLUMNS\['score'\]='FLAOT64' is invalid: 'FLAOT64' is not a BigQuery type \(did you mean FLOAT64\? "),
+        ("OUTPUT_COLUMNS = {'m': 'ARRAY<ARRAY<INT64>>'}\ndef transform(row): return row\n",
+         "BigQuery has no ARRAY of ARRAY"),
+        ("OUTPUT_COLUMNS = {'s': 'STRUCT<a INT64'}\ndef transform(row): return row\n", "expected '>' at the end"),
+        ("OUTPUT_COLUMNS = {'s': 'STRUCT<INT64>'}\ndef transform(row): return row\n",
+         "a STRUCT field needs a name and a type"),
     ],
+    ids=["module-error", "missing-dependency", "not-a-mapping", "bad-name", "type-typo", "array-of-array",
+         "unclosed-struct", "unnamed-struct-field"],
 )
 def test_a_transform_module_that_cannot_be_used_is_a_clear_error(tmp_path, monkeypatch, source, message):
     name = f"user_transform_{abs(hash(source))}"
@@ -205,6 +215,21 @@ def test_a_transform_module_that_cannot_be_used_is_a_clear_error(tmp_path, monke
     assert error.match(message)
 
 
-def test_output_columns_are_returned():
+def test_output_columns_are_returned_as_schema_fields_including_repeated_and_struct(tmp_path, monkeypatch):
     _, columns = import_transform("tests.etl_job.sentiment:transform")
-    assert columns == {"sentiment": "FLOAT64", "name_length": "INT64"}
+    assert [(f.name, f.field_type, f.mode) for f in columns] == [
+        ("sentiment", "FLOAT64", "NULLABLE"), ("name_length", "INT64", "NULLABLE")]
+
+    (tmp_path / "nested_output.py").write_text(
+        "from google.cloud import bigquery\n"
+        "OUTPUT_COLUMNS = {'tags': 'ARRAY<STRING>', 'address': 'struct<city STRING, lines ARRAY<STRING>>',\n"
+        "                  'hits': 'ARRAY<STRUCT<at TIMESTAMP, n INTEGER>>',\n"
+        "                  'raw': bigquery.SchemaField('ignored', 'JSON', mode='REQUIRED')}\n"
+        "def transform(row): return row\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _, columns = import_transform("nested_output:transform")
+
+    assert [schema.describe(f) for f in columns] == [
+        "ARRAY<STRING>", "STRUCT<city STRING, lines ARRAY<STRING>>", "ARRAY<STRUCT<at TIMESTAMP, n INT64>>", "JSON"]
+    assert [(f.name, f.mode) for f in columns] == [
+        ("tags", "REPEATED"), ("address", "NULLABLE"), ("hits", "REPEATED"), ("raw", "REQUIRED")]

@@ -237,8 +237,11 @@ def test_a_transform_can_add_columns_and_a_destination_without_them_is_a_clear_e
 
     assert done.returncode == 1
     assert_no_traceback(done)
-    assert (f"lacks the transform's OUTPUT_COLUMNS ['sentiment', 'name_length']: add them (ALTER TABLE "
-            f"`{job.destination}` ADD COLUMN `sentiment` FLOAT64, ADD COLUMN `name_length` INT64;") in done.stderr
+    (error,) = [line for line in log_lines(done.stderr) if line["level"] == "ERROR"]
+    assert error["message"].startswith(
+        f"destination table {job.destination} (ETL_DESTINATION_TABLE) does not fit what the job writes: it lacks "
+        f"columns ['sentiment', 'name_length']: add them (ALTER TABLE `{job.destination}` ADD COLUMN `sentiment` "
+        "FLOAT64, ADD COLUMN `name_length` INT64;")
 
 
 def test_a_broken_transform_module_is_a_clear_error_naming_the_file_and_line(job, tmp_path):

@@ -2,6 +2,7 @@
 
 import time
 
+from etl_job import SKIP
 from etl_job.transform import transform
 
 
@@ -21,3 +22,33 @@ def fail_on_multiples_of_7(row: dict) -> dict:
 def change_key(row: dict) -> dict:
     """A broken transform: changes the key of id 2."""
     return {**row, "id": row["id"] + 1000} if row["id"] == 2 else row
+
+
+def unchanged(row: dict) -> dict:
+    """Changes nothing: returns no column to change."""
+    return {}
+
+
+def only_changes(row: dict) -> dict:
+    """Returns only the column it changes (the other columns keep their source values)."""
+    return {"name": row["name"].replace("Doe", "Das")}
+
+
+def only_does(row: dict):
+    """The tutorial's filter: keep only the rows with "Doe" in the name."""
+    return transform(row) if "Doe" in row["name"] else SKIP
+
+
+def returns_none(row: dict):
+    """A transform that forgot its return statement."""
+    transform(row)
+
+
+def bad_score_for_multiples_of_97(row: dict) -> dict:
+    """Puts words in the NUMERIC column ``score`` for ids divisible by 97."""
+    return {"score": f"not a number {row['id']}"} if row["id"] % 97 == 0 else transform(row)
+
+
+def sets_run_id(row: dict) -> dict:
+    """A transform that tries to write a lineage column."""
+    return {"run_id": "mine"}

@@ -1,0 +1,94 @@
+"""Every BigQuery type through the real job, compared value by value, and what the job sends on the wire."""
+
+from __future__ import annotations
+
+import base64
+import decimal
+import json
+import re
+
+from etl_job import bigquery_io, schema
+from tests.etl_job import typed
+from tests.etl_job.test_job import log_lines
+
+UNCHANGED = "tests.etl_job.transforms:unchanged"
+
+
+def _strict_json(line: bytes) -> dict:
+    def refuse(token):
+        raise AssertionError(f"bare {token} token on the wire: not JSON, BigQuery's JSON loader rejects it")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def ndjson_rows(bodies: list[bytes]) -> list[dict]:
+    """The rows of every JSON load job the job uploaded (the NDJSON part of each multipart upload body)."""
+    rows = []
+    for body in bodies:
+        if b"NEWLINE_DELIMITED_JSON" not in body:
+            continue
+        for line in body.splitlines():
+            if line.startswith(b"{") and b'"configuration"' not in line:
+                rows.append(_strict_json(line))
+    return rows
+
+
+def test_every_type_arrives_value_for_value_and_the_wire_holds_only_json(job, holding_proxy):
+    typed.create_source(job.client, job.source)
+    typed.assert_same(typed.read(job.client, job.source))
+    proxy = holding_proxy(b"\x00never held")
+
+    done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM=UNCHANGED, ETL_KEY_COLUMN="key",
+                   ETL_BATCH_SIZE="4")
+
+    assert done.returncode == 0, (done.stderr, job.rows(job.errors) if done.returncode == 3 else None)
+    typed.assert_same(typed.read(job.client, job.destination))
+    destination = job.client.get_table(job.destination).schema
+    assert [schema.describe(f) for f in destination[:len(typed.SCHEMA)]] == [schema.describe(f) for f in typed.SCHEMA]
+
+    # The wire: the local BigQuery accepts bare NaN/Infinity tokens, so what was sent is checked here.
+    staged = {row["key"]: row for row in ndjson_rows(proxy.bodies) if "run_id" in row}
+    assert staged.keys() == {row["key"] for row in typed.ROWS}
+    first, second, third = staged[typed.ROWS[0]["key"]], staged["b"], staged["c"]
+    assert (first["f"], second["f"], third["f"]) == ("NaN", "Infinity", "-Infinity")
+    assert (first["i"], second["i"], staged["d"]["i"]) == (str(2**63 - 1), str(-(2**63)), "9007199254740993")
+    assert first["ai"] == [str(-(2**63)), 0, str(2**63 - 1)]
+    assert base64.b64decode(third["bs"]) == bytes(range(256))  # BYTES: base64, decoded by FROM_BASE64 in the MERGE
+    assert (second["j"], third["j"], staged["nulls"]["j"]) == ("null", '"null"', None)  # JSON null, a string, NULL
+    assert first["n"] == "99999999999999999999999999999.999999999" and first["ts"] == "1969-07-20T20:17:40.123456+00:00"
+
+    again = job.run(ETL_TRANSFORM=UNCHANGED, ETL_KEY_COLUMN="key")
+    assert again.returncode == 0, again.stderr
+    assert log_lines(again.stderr)[-1]["rows_read"] == 0
+    typed.assert_same(typed.read(job.client, job.destination))
+
+
+def test_geography_the_local_bigquery_cannot_read_is_checked_on_the_wire(job, holding_proxy, tmp_path):
+    # LOCAL_LIMITS["GEOGRAPHY"]: a query reading a GEOGRAPHY column fails here, so the column is one the
+    # transform adds (written, never read back) and the value is checked on the wire.
+    assert "GEOGRAPHY" in typed.LOCAL_LIMITS
+    job.seed(3)
+    (tmp_path / "geo_transform.py").write_text(
+        "OUTPUT_COLUMNS = {'place': 'GEOGRAPHY'}\n"
+        "def transform(row):\n    return {'place': f\"POINT({row['id']} 52.5)\"}\n")
+    proxy = holding_proxy(b"\x00never held")
+
+    done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, PYTHONPATH=str(tmp_path), ETL_TRANSFORM="geo_transform:transform")
+
+    assert done.returncode == 0, done.stderr
+    assert job.count() == 3
+    assert sorted(row["place"] for row in ndjson_rows(proxy.bodies)) == ["POINT(1 52.5)", "POINT(2 52.5)",
+                                                                           "POINT(3 52.5)"]
+
+
+def test_bignumeric_the_local_bigquery_cannot_create_is_checked_where_the_job_encodes_it():
+    # LOCAL_LIMITS["BIGNUMERIC"]: no table can hold it here; the job's check and wire encoding are the evidence.
+    assert "BIGNUMERIC" in typed.LOCAL_LIMITS
+    check = schema.value_check(schema.parse_type("v", "BIGNUMERIC"))
+    largest = decimal.Decimal("578960446186580977117854925043439539266.34992332820282019728792003956564819967")
+    smallest_step = decimal.Decimal("-0." + "0" * 37 + "1")
+    assert check(largest) is None and check(smallest_step) is None
+    assert "out of BIGNUMERIC's range" in check(decimal.Decimal("578960446186580977117854925043439539267"))[1]
+    assert "more than 38 decimal places" in check(decimal.Decimal("1e-39"))[1]
+    assert bigquery_io.to_json(largest) == str(largest)  # exact: a string, never a float
+    assert re.fullmatch(r"-0\.0{37}1", bigquery_io.to_json(smallest_step))
