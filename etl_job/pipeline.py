@@ -247,7 +247,6 @@ class _Tables:
     staging_schema: list  # the destination's, with top-level JSON and BYTES columns as STRING (see merge_sql)
     errors_schema: list
     skipped_schema: list
-    columns: frozenset
     checks: dict  # column → value check (schema.value_check), lineage columns excepted
     json_columns: tuple  # top-level, non-repeated JSON columns of the source (read as JSON text)
     staged_json: tuple  # destination columns staged as JSON text (see merge_sql)
@@ -300,7 +299,7 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     return _Tables(
         destination=config.destination_table, staging=staging, errors=config.errors_table, skipped=skipped,
         schema=destination.schema, staging_schema=staging_schema, errors_schema=errors_schema,
-        skipped_schema=skipped_schema, columns=frozenset(f.name for f in destination.schema),
+        skipped_schema=skipped_schema,
         checks=schema.row_checks(f for f in destination.schema if f.name not in lineage),
         json_columns=tuple(f.name for f in source if f.mode != "REPEATED" and schema.standard(f.field_type) == "JSON"),
         staged_json=_staged_as(destination.schema, "JSON"), staged_bytes=_staged_as(destination.schema, "BYTES"),
