@@ -10,6 +10,8 @@ process), so wall time and peak memory (``ru_maxrss`` of that one child) are the
 * sql: the real ``python -m etl_job`` on the SQL path (ETL_TRANSFORM_SQL from etl_job/transform.sql).
 * bare_merge: the SQL path's floor: a process that only creates the destination and runs one bare
   MERGE of the same rows (same client, same machine), with none of the job's checks.
+* shards: the fan-out, as N real job processes (one per shard, as N Fargate tasks would be) started
+  together on an I/O-bound transform with a per-process concurrency cap (an API's per-client limit).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ TARGET_MEMORY_GROWTH = 0.20
 TARGET_IO_SPEEDUP = 20.0
 TARGET_SQL_MERGE_RATIO = 1.5  # the SQL path's whole process against a bare MERGE
 TARGET_SQL_SPEEDUP = 10.0  # the SQL path against the Python path
+SHARD_COUNTS = (1, 2, 4)
+SHARD_CONCURRENCY = 4  # per shard process: what one task may run at once
+TARGET_SHARD_SPEEDUP = 1.5  # 4 shards against 1: 2 cores and one local BigQuery process limit it (README)
 REPEATS = 3  # the machine may be shared: report the best wall time (and the highest peak memory) of 3 runs
 VARIANTS = ("baseline", "ours", "floor", "sql", "bare_merge")
 TRANSFORM_SQL = (ROOT / "etl_job" / "transform.sql").read_text()
@@ -123,6 +128,38 @@ def _run_variant(variant: str, rows: int, extra_env: dict | None = None) -> dict
     if code != 0 or loaded != rows:
         raise SystemExit(f"{variant} at {rows} rows failed: exit code {code}, {loaded} rows loaded")
     return {"variant": variant, "rows": rows, "seconds": seconds, "peak_mib": peak_mib}
+
+
+def _run_shards(count: int) -> float:
+    """Wall time of ``count`` job processes, one per shard, started together on the I/O-bound transform."""
+    with LocalBigQuery(subprocess=True) as bq:
+        client = bq.client()
+        _seed(client, IO_ROWS)
+        env = {**os.environ, "BIGQUERY_EMULATOR_HOST": bq.url, "ETL_SOURCE_TABLE": SOURCE,
+               "ETL_DESTINATION_TABLE": DESTINATION, "ETL_LOG_FORMAT": "json", "ETL_SHARD_COUNT": str(count),
+               "ETL_TRANSFORM": "dev.bench:slow_transform", "ETL_CONCURRENCY": str(SHARD_CONCURRENCY)}
+        started = time.monotonic()
+        shards = [subprocess.Popen([sys.executable, "-m", "etl_job"], cwd=ROOT, env={**env, "ETL_SHARD_INDEX": str(i)},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(count)]
+        codes = [shard.wait() for shard in shards]
+        seconds = time.monotonic() - started
+        loaded = next(iter(client.query(f"SELECT COUNT(*) AS n FROM `{DESTINATION}`").result())).n
+    if codes != [0] * count or loaded != IO_ROWS:
+        raise SystemExit(f"{count} shards failed: exit codes {codes}, {loaded} of {IO_ROWS} rows loaded")
+    return seconds
+
+
+def _shard_checks() -> list[tuple[bool, str]]:
+    """Wall time of 1, 2 and 4 shards (best of REPEATS, interleaved); the target for 4 against 1."""
+    runs = [(count, _run_shards(count)) for _ in range(REPEATS) for count in SHARD_COUNTS]
+    best = {count: min(s for c, s in runs if c == count) for count in SHARD_COUNTS}
+    print(f"\nFan-out: the same I/O-bound transform, ETL_CONCURRENCY={SHARD_CONCURRENCY} per shard, "
+          "one job process per shard, started together:")
+    for count in SHARD_COUNTS:
+        print(f"  {count} shard{'s' if count > 1 else ' '}  {best[count]:6.2f} s   {best[1] / best[count]:.1f}x")
+    speedup = best[1] / best[SHARD_COUNTS[-1]]
+    return [(speedup >= TARGET_SHARD_SPEEDUP,
+             f"{SHARD_COUNTS[-1]} shards >= {TARGET_SHARD_SPEEDUP:.0f}x faster than 1 ({speedup:.1f}x)")]
 
 
 def _baseline() -> None:
@@ -227,6 +264,7 @@ def main() -> int:
         (speedup >= TARGET_IO_SPEEDUP,
          f"I/O-bound transform >= {TARGET_IO_SPEEDUP:.0f}x faster than sequential ({speedup:.1f}x)"),
         *_sql_checks(results, big),
+        *_shard_checks(),
     ]
     print()
     for ok, text in checks:
@@ -250,8 +288,13 @@ def _sql_checks(results: dict, rows: int) -> list[tuple[bool, str]]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=("baseline", "floor", "bare_merge"), help=argparse.SUPPRESS)
+    parser.add_argument("--only-shards", action="store_true", help="run only the fan-out line")
     args = parser.parse_args()
-    if args.variant == "baseline":
+    if args.only_shards:
+        checks = _shard_checks()
+        print("\n".join(f"{_verdict(ok)}  {text}" for ok, text in checks))
+        sys.exit(0 if all(ok for ok, _ in checks) else 1)
+    elif args.variant == "baseline":
         _baseline()
     elif args.variant == "floor":
         _floor()
