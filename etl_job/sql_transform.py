@@ -60,7 +60,9 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
         return result
     log.info("run started", extra=fields(run_id=result.run_id, path="sql"))
     try:
+        clock = time.monotonic()
         counted = [int(n) for n in bq.query_value(counts_sql(config, shard, skipped))]
+        result.timings["count"] = time.monotonic() - clock
         result.rows_read = counted[1]
         result.rows_duplicate_key = result.rows_failed = counted[0] - counted[1]
         result.rows_null_key = counted[2] if shard.index == 0 else 0  # a NULL key hashes to no shard
