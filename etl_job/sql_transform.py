@@ -61,11 +61,10 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
     log.info("run started", extra=fields(run_id=result.run_id, path="sql"))
     try:
         clock = time.monotonic()
-        counted = [int(n) for n in bq.query_value(counts_sql(config, shard, skipped))]
+        with_key, result.rows_null_key = (int(n) for n in bq.query_value(counts_sql(config, shard, skipped)))
         result.timings["count"] = time.monotonic() - clock
-        result.rows_read = counted[1]
-        result.rows_duplicate_key = result.rows_failed = counted[0] - counted[1]
-        result.rows_null_key = counted[2] if shard.index == 0 else 0  # a NULL key hashes to no shard
+        if shard.index:
+            result.rows_null_key = 0  # a NULL key hashes to no shard: shard 0 counts them
         clock = time.monotonic()
         changed = bq.run_dml(merge_sql(config, shard, result.run_id, columns, skipped))
         result.timings["merge"] = time.monotonic() - clock
@@ -73,7 +72,9 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
         log.warning("stop requested: gave up on the MERGE (it committed whole or not at all); the next run "
                     "inserts whatever is missing")
         return result
-    result.rows_loaded = result.rows_read if changed is None else changed
+    # One row per key was inserted: the other rows with a key are the extra rows of duplicated keys.
+    result.rows_read = result.rows_loaded = with_key if changed is None else changed
+    result.rows_duplicate_key = result.rows_failed = with_key - result.rows_loaded
     result.batches, result.complete = 1, True
     result.seconds = time.monotonic() - started
     if result.rows_duplicate_key or result.rows_null_key:
@@ -113,9 +114,9 @@ def _pending(config: Config, shard: Shard, skipped: TableId | None, *, null_keys
 
 
 def counts_sql(config: Config, shard: Shard, skipped: TableId | None = None) -> str:
-    """Rows with a key, distinct keys and rows with a NULL key, among the source rows still to process."""
+    """Rows with a key and rows with a NULL key, among the source rows still to process."""
     key = f"s.`{config.key_column}`"
-    return (f"SELECT [COUNT({key}), COUNT(DISTINCT {key}), COUNTIF({key} IS NULL)]\n"
+    return (f"SELECT [COUNT({key}), COUNTIF({key} IS NULL)]\n"
             f"{_pending(config, shard, skipped, null_keys=True)}")
 
 
