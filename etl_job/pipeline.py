@@ -119,7 +119,7 @@ def new_run_id() -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def extract_sql(source: TableId, destination: TableId, skipped: TableId, key: str, *,
+def extract_sql(source: TableId, destination: TableId, skipped: TableId | None, key: str, *,
                 source_filter: str | None = None, json_columns: Iterable[str] = (), sharded: bool = False) -> str:
     """The extract query: one row per key (of this shard) neither loaded nor skipped yet, with its key's row count.
 
@@ -135,8 +135,8 @@ def extract_sql(source: TableId, destination: TableId, skipped: TableId, key: st
         f"WHERE s.`{key}` IS NOT NULL\n"
         f"{filter_sql(source_filter)}"
         f"  AND NOT EXISTS (SELECT 1 FROM {destination.sql} AS d WHERE d.`{key}` = s.`{key}`)\n"
-        f"  AND NOT EXISTS (SELECT 1 FROM {skipped.sql} AS k WHERE k.`{key}` = s.`{key}`)\n"
-        f"{shard}"
+        + (f"  AND NOT EXISTS (SELECT 1 FROM {skipped.sql} AS k WHERE k.`{key}` = s.`{key}`)\n" if skipped else "")
+        + f"{shard}"
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1"
     )
 
@@ -197,7 +197,10 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
         if result.rows_null_key:
             log.warning("source rows with a NULL key (ETL_KEY_COLUMN) cannot be loaded: give them a key, or remove "
                         "them from the source", extra=fields(key_column=key, rows_null_key=result.rows_null_key))
-        sql = extract_sql(config.source_table, config.destination_table, tables.skipped, key,
+        # No anti-join against an empty skipped table (it costs a third of the extract on a local BigQuery);
+        # keys another run skips meanwhile are merely read and skipped again.
+        sql = extract_sql(config.source_table, config.destination_table, tables.skipped if tables.any_skipped else None,
+                          key,
                           source_filter=config.source_filter, json_columns=tables.json_columns,
                           sharded=shard.count > 1)
         pages = bq.query_pages(sql, parameters, config.batch_size)
@@ -247,6 +250,7 @@ class _Tables:
     staging_schema: list  # the destination's, with top-level JSON and BYTES columns as STRING (see merge_sql)
     errors_schema: list
     skipped_schema: list
+    any_skipped: bool  # whether the skipped table held rows at start
     checks: dict  # column → value check (schema.value_check), lineage columns excepted
     json_columns: tuple  # top-level, non-repeated JSON columns of the source (read as JSON text)
     staged_json: tuple  # destination columns staged as JSON text (see merge_sql)
@@ -291,7 +295,7 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     skipped = config.destination_table.sibling(f"{config.destination_table.table}_skipped")
     skipped_schema = [bigquery.SchemaField(key, key_field.field_type), bigquery.SchemaField("run_id", "STRING"),
                       bigquery.SchemaField("skipped_at", "TIMESTAMP")]
-    _ensure_table(bq, skipped, skipped_schema)
+    skipped_rows = _ensure_table(bq, skipped, skipped_schema).num_rows
     staging = config.destination_table.sibling(f"{config.destination_table.table}_staging_{run_id.replace('-', '_')}")
     staging_schema = [_staged(f) for f in destination.schema]
     bq.create_table(staging, staging_schema, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
@@ -299,7 +303,7 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     return _Tables(
         destination=config.destination_table, staging=staging, errors=config.errors_table, skipped=skipped,
         schema=destination.schema, staging_schema=staging_schema, errors_schema=errors_schema,
-        skipped_schema=skipped_schema,
+        skipped_schema=skipped_schema, any_skipped=skipped_rows is None or skipped_rows > 0,
         checks=schema.row_checks(f for f in destination.schema if f.name not in lineage),
         json_columns=tuple(f.name for f in source if f.mode != "REPEATED" and schema.standard(f.field_type) == "JSON"),
         staged_json=_staged_as(destination.schema, "JSON"), staged_bytes=_staged_as(destination.schema, "BYTES"),
@@ -345,13 +349,14 @@ def _staged_as(fields: list[bigquery.SchemaField], kind: str) -> tuple:
     return tuple(f.name for f in fields if schema.standard(f.field_type) == kind and _staged(f) is not f)
 
 
-def _ensure_table(bq: BigQuery, table: TableId, fields: list[bigquery.SchemaField]) -> None:
-    """Create the table, or add the columns an older version of the job did not give it."""
+def _ensure_table(bq: BigQuery, table: TableId, fields: list[bigquery.SchemaField]) -> bigquery.Table:
+    """Create the table, or add the columns an older version of the job did not give it; return it."""
     existing = bq.create_table(table, fields)
     missing = [f for f in fields if f.name not in {e.name for e in existing.schema}]
     if missing:
-        bq.add_columns(existing, [bigquery.SchemaField(f.name, f.field_type, description=f.description)
-                                  for f in missing])
+        return bq.add_columns(existing, [bigquery.SchemaField(f.name, f.field_type, description=f.description)
+                                         for f in missing])
+    return existing
 
 
 def _parse_json_columns(rows: list[dict], columns: tuple) -> None:
