@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from etl_job import contract
@@ -14,6 +18,20 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 # service_account: a key (what the stack's secret holds today); external_account: a Workload Identity
 # Federation configuration for AWS, the planned replacement for the key (it holds no secret).
 ACCEPTED_TYPES = ("service_account", "external_account")
+# Other credential types Google's tools write: safe to name, as they are fixed words.
+KNOWN_OTHER_TYPES = ("authorized_user", "impersonated_service_account", "external_account_authorized_user",
+                     "gdch_service_account")
+STRING_FIELDS = ("client_email", "private_key", "private_key_id", "client_id", "token_uri", "project_id",
+                 "audience", "subject_token_type", "service_account_impersonation_url")
+REQUIRED_FIELDS = {
+    "service_account": ("client_email", "private_key", "token_uri"),
+    "external_account": (),
+}
+CHECK = {
+    "service_account": "check that private_key is the PEM text of the key file",
+    "external_account": "check the file from `gcloud iam workload-identity-pools create-cred-config`",
+}
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}")
 PUT_SECRET_HINT = (
     "put the service-account key into the stack's secret: aws secretsmanager put-secret-value "
     "--secret-id <secret ARN from the stack outputs> --secret-string file://key.json"
@@ -76,8 +94,8 @@ def _workload_identity(text: str, env: Mapping[str, str]) -> GoogleAuth:
 
 
 def _from_json(text: str) -> GoogleAuth:
-    from google.auth.exceptions import GoogleAuthError
-
+    # Nothing from the secret's text reaches a message or a log line: only field names and JSON types,
+    # as any field may hold a pasted key.
     name = contract.GOOGLE_CREDENTIALS_JSON
     if not text.strip():
         raise JobError(f"{name} is empty: {PUT_SECRET_HINT}")
@@ -86,17 +104,41 @@ def _from_json(text: str) -> GoogleAuth:
     except ValueError:
         raise JobError(f"{name} is not valid JSON: {PUT_SECRET_HINT}") from None
     if not isinstance(info, dict):
-        raise JobError(f"{name} is not a JSON object: {PUT_SECRET_HINT}")
+        raise JobError(f"{name} is not a JSON object (it is {_json_type(info)}): {PUT_SECRET_HINT}")
     if "placeholder" in info:
         raise JobError(f"{name} still holds the stack's placeholder, not a key: {PUT_SECRET_HINT}")
-    if info.get("type") not in ACCEPTED_TYPES:
+    kind = info.get("type")
+    if kind not in ACCEPTED_TYPES:
+        shown = repr(kind) if kind in KNOWN_OTHER_TYPES else f"{_json_type(kind)}, not a known credential type"
         raise JobError(
-            f"{name} has type {info.get('type')!r}; expected one of {', '.join(ACCEPTED_TYPES)}: "
+            f"{name} has a 'type' field of {shown}; expected one of {', '.join(ACCEPTED_TYPES)}: "
             "create a key with `gcloud iam service-accounts keys create key.json --iam-account=...`, then "
             + PUT_SECRET_HINT
         )
+    _check_field_types(info, kind)
+    return _credentials(info, kind)
+
+
+def _check_field_types(info: dict, kind: str) -> None:
+    name = contract.GOOGLE_CREDENTIALS_JSON
+    wrong = [f"'{field}' is {_json_type(info[field])}" for field in STRING_FIELDS if field in info
+             and not isinstance(info[field], str)]
+    missing = [f"'{field}'" for field in REQUIRED_FIELDS[kind] if field not in info]
+    if wrong or missing:
+        problems = wrong + ([f"{', '.join(missing)} missing"] if missing else [])
+        raise JobError(f"{name} is not a usable {kind} key ({'; '.join(problems)}; each must be a string): "
+                       + PUT_SECRET_HINT)
+    if kind == "service_account" and not _EMAIL.fullmatch(info["client_email"]):
+        raise JobError(f"{name} is not a usable {kind} key ('client_email' is not an e-mail address): "
+                       + PUT_SECRET_HINT)
+
+
+def _credentials(info: dict, kind: str) -> GoogleAuth:
+    from google.auth.exceptions import GoogleAuthError
+
+    name = contract.GOOGLE_CREDENTIALS_JSON
     try:
-        if info["type"] == "service_account":
+        if kind == "service_account":
             from google.oauth2 import service_account
 
             credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
@@ -104,12 +146,44 @@ def _from_json(text: str) -> GoogleAuth:
             from google.auth import aws
 
             credentials = aws.Credentials.from_info(info, scopes=SCOPES)
-    except (ValueError, GoogleAuthError) as exc:
-        # The message can quote the key's fields, never the key itself: keep only its first line.
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise JobError(f"{name} is not a usable {info['type']} key ({reason}): {PUT_SECRET_HINT}") from None
-    who = info.get("client_email") or info.get("service_account_impersonation_url") or info["type"]
-    return GoogleAuth(credentials, None, f"{name} ({info['type']}: {who})")
+    except (ValueError, TypeError, KeyError, GoogleAuthError) as exc:
+        # The library's message can quote the key: name only the exception type.
+        raise JobError(
+            f"{name} is not a usable {kind} key (Google's library rejected it: {type(exc).__name__}; "
+            f"{CHECK[kind]}): {PUT_SECRET_HINT}"
+        ) from None
+    who = info["client_email"] if kind == "service_account" else "Workload Identity Federation"
+    return GoogleAuth(credentials, None, f"{name} ({kind}: {who})")
+
+
+def _json_type(value: object) -> str:
+    """The JSON type of a value, for messages that must not show the value."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return kinds.get(type(value), "a value")
+
+
+def forget_secret_environment() -> None:
+    """Remove ``GOOGLE_CREDENTIALS_JSON`` from this process once it is parsed, so that neither a transform,
+    a child process nor a reader of /proc/PID/environ finds it there."""
+    if os.environ.pop(contract.GOOGLE_CREDENTIALS_JSON, None) is not None:
+        _blank_initial_environment(contract.GOOGLE_CREDENTIALS_JSON)
+
+
+def _blank_initial_environment(name: str) -> None:
+    # os.environ.pop unsets the variable, but Linux keeps the environment the process started with in its
+    # memory and shows it in /proc/PID/environ (proc(5), env_start and env_end): overwrite that copy.
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])  # fields 50 and 51, counted from 1
+    except (OSError, IndexError, ValueError):
+        return  # not Linux: no such copy to read
+    block = ctypes.string_at(start, end - start)
+    prefix = name.encode() + b"="
+    offset = 0 if block.startswith(prefix) else block.find(b"\0" + prefix) + 1
+    if offset or block.startswith(prefix):
+        stop = block.find(b"\0", offset)
+        ctypes.memset(start + offset, 0, (stop if stop >= 0 else len(block)) - offset)
 
 
 def _application_default() -> GoogleAuth:

@@ -28,7 +28,7 @@ def test_local_bigquery_url_needs_a_scheme_and_host(url):
         ("", "is empty"),
         ("{not json", "is not valid JSON"),
         ('["a"]', "is not a JSON object"),
-        ('{"type": "authorized_user"}', "has type 'authorized_user'"),
+        ('{"type": "authorized_user"}', "has a 'type' field of 'authorized_user'"),
         (json.dumps({"type": "service_account", "client_email": "a@b", "private_key": "nonsense, not a PEM key"}),
          "is not a usable service_account key"),
     ],

@@ -52,3 +52,22 @@ def bad_score_for_multiples_of_97(row: dict) -> dict:
 def sets_run_id(row: dict) -> dict:
     """A transform that tries to write a lineage column."""
     return {"run_id": "mine"}
+
+
+def key_hunter(row: dict) -> dict:
+    """The default transform, but raises if the Google key can still be read from the environment: its own,
+    a child process's, or /proc (the copy Linux keeps of the environment the process started with)."""
+    import os
+    import subprocess
+
+    marker = os.environ.get("ETL_TEST_KEY_MARKER", "PRIVATE KEY")
+    child = subprocess.run(["sh", "-c", "env; cat /proc/$PPID/environ"], capture_output=True, text=True).stdout
+    found = {
+        "os.environ": any(marker in value for value in os.environ.values() if value != marker),
+        "a child process": marker in child.replace(f"ETL_TEST_KEY_MARKER={marker}", ""),
+        "/proc/self/environ": marker.encode() in open("/proc/self/environ", "rb").read().replace(
+            f"ETL_TEST_KEY_MARKER={marker}".encode(), b""),
+    }
+    if any(found.values()):
+        raise RuntimeError(f"the key is readable through {[where for where, yes in found.items() if yes]}")
+    return transform(row)
