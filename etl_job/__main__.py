@@ -66,14 +66,18 @@ def main() -> int:
     try:
         if overlap.older_run_in_progress(os.environ, shard=(config.shard_index, config.shard_count)):
             return ExitCode.SKIPPED_OVERLAP
-        auth = credentials.resolve(os.environ)
+        try:
+            auth = credentials.resolve(os.environ)
+        finally:
+            credentials.forget_secret_environment()
         log.info("using Google credentials", extra=fields(credentials=auth.description))
         if not config.transform_sql:
             transform, output_columns = config_module.import_transform(config.transform)
         # the google client is slow to import: only when needed
         from etl_job import bigquery_io, pipeline, sql_transform
 
-        bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop)
+        bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop,
+                                  max_bytes_billed=config.max_bytes_billed)
         try:
             shard = pipeline.Shard(config.shard_index, config.shard_count)
             if config.transform_sql:  # SQL push-down: one MERGE inside BigQuery
@@ -108,14 +112,15 @@ def main() -> int:
             rows_failed=result.rows_failed, rows_skipped=result.rows_skipped,
             rows_duplicate_key=result.rows_duplicate_key,
             rows_null_key=result.rows_null_key, rows_abandoned=result.rows_abandoned, batches=result.batches,
-            duration_seconds=round(duration, 3),
+            duration_seconds=round(duration, 3), bytes_processed=bq.bytes_processed, bytes_billed=bq.bytes_billed,
             rows_per_second=round(result.rows_read / result.seconds, 1) if result.seconds else 0.0,
             **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.timings.items()},
         ),
     )
     if code == ExitCode.OK:
         print(metrics.success_emf_line(stage=config.stage, rows_loaded=result.rows_loaded,
-                                       rows_failed=result.rows_failed, duration_seconds=duration), flush=True)
+                                       rows_failed=result.rows_failed, duration_seconds=duration,
+                                       bytes_billed=bq.bytes_billed, bytes_processed=bq.bytes_processed), flush=True)
     return code
 
 

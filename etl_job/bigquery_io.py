@@ -19,7 +19,7 @@ from google.auth import exceptions as auth_exceptions
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
-from etl_job import stopping
+from etl_job import contract, stopping
 from etl_job.config import TableId
 from etl_job.credentials import GoogleAuth
 from etl_job.errors import JobError
@@ -65,6 +65,13 @@ def describe_error(exc: BaseException) -> str:
             f"Google rejected the credentials ({str(exc).splitlines()[0][:300]}): check that the key in "
             "GOOGLE_CREDENTIALS_JSON is current and its service account is enabled"
         )
+    if isinstance(exc, api_exceptions.GoogleAPICallError) and any(
+        e.get("reason") == "bytesBilledLimitExceeded" for e in exc.errors or [] if isinstance(e, dict)
+    ):
+        return (
+            f"BigQuery refused a query above the cap on bytes billed ({exc.message}): raise max_bytes_billed in "
+            f"cdk.json ({contract.MAX_BYTES_BILLED} locally), or read a smaller source (a view or a partition)"
+        )
     if isinstance(exc, api_exceptions.Forbidden):
         return (
             f"BigQuery refused access ({exc.message}): grant the service account roles/bigquery.dataViewer "
@@ -87,13 +94,21 @@ class BigQuery:
     the next run redoes whatever is not in the destination.
     """
 
-    def __init__(self, auth: GoogleAuth, project: str, stop: stopping.Stop | None = None) -> None:
+    def __init__(self, auth: GoogleAuth, project: str, stop: stopping.Stop | None = None, *,
+                 max_bytes_billed: int | None = None) -> None:
         options = ClientOptions(api_endpoint=auth.endpoint) if auth.endpoint else None
         self.client = bigquery.Client(project=project, credentials=auth.credentials, client_options=options)
         self.endpoint = auth.endpoint or "https://bigquery.googleapis.com"
         self._stop = stop or stopping.Stop()
         self._retry = DEFAULT_RETRY.with_deadline(RETRY_DEADLINE_SECONDS)
         self._job_retry = DEFAULT_JOB_RETRY.with_deadline(2 * RETRY_DEADLINE_SECONDS)
+        self._max_bytes_billed = max_bytes_billed
+        self.bytes_processed = 0  # over every query of the run, as BigQuery reports them
+        self.bytes_billed = 0
+
+    def _count_bytes(self, job) -> None:
+        self.bytes_processed += job.total_bytes_processed or 0
+        self.bytes_billed += job.total_bytes_billed or 0
 
     def get_table(self, table: TableId) -> bigquery.Table | None:
         """The table's metadata, or None if it does not exist."""
@@ -185,9 +200,13 @@ class BigQuery:
         return {"retry": self._retry, "timeout": REQUEST_TIMEOUT_SECONDS, "job_retry": self._job_retry}
 
     def _start_query(self, sql: str, job_config: bigquery.QueryJobConfig | None = None, *, settle: bool = False):
+        # Every query is capped at max_bytes_billed: BigQuery fails one that would bill more.
+        job_config = job_config or bigquery.QueryJobConfig()
+        job_config.maximum_bytes_billed = self._max_bytes_billed
         job = self._wait(lambda: self.client.query(sql, job_config=job_config, job_retry=self._job_retry,
                                                    **self._call()), settle=settle)
         self._finish(job, settle=settle)
+        self._count_bytes(job)
         return job
 
     def _finish(self, job, *, settle: bool) -> None:

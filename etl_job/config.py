@@ -29,8 +29,8 @@ LOG_FORMATS = ("json", "text")
 
 _TABLE_ID = re.compile(contract.TABLE_ID_PATTERN)
 _COLUMN = re.compile(contract.COLUMN_PATTERN)
-_STAGE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_TRANSFORM_SPEC = re.compile(r"^[\w.]+:\w+$")
+_STAGE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # every pattern here is applied with fullmatch
+_TRANSFORM_SPEC = re.compile(r"[\w.]+:\w+")
 _WHOLE = re.compile(r"[0-9]{1,6}")
 
 
@@ -73,6 +73,7 @@ class Config:
     shard_count: int = 1
     source_filter: str | None = None  # a SQL predicate: only matching source rows are read
     transform_sql: str | None = None  # a SELECT list: set, the transform runs inside BigQuery (sql_transform)
+    max_bytes_billed: int | None = None  # every query's cap; None: no cap
 
     @property
     def errors_table(self) -> TableId:
@@ -96,6 +97,7 @@ class Config:
             "source_filter": self.source_filter,
             "path": "sql" if self.transform_sql else "python",
             "transform_sql": self.transform_sql,
+            "max_bytes_billed": self.max_bytes_billed,
         }
 
 
@@ -157,6 +159,8 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
     batch_size = number(contract.BATCH_SIZE, DEFAULT_BATCH_SIZE, int, 1, MAX_BATCH_SIZE)
     concurrency = number(contract.CONCURRENCY, DEFAULT_CONCURRENCY, int, 1, MAX_CONCURRENCY)
     timeout = number(contract.TIMEOUT_MINUTES, 0.0, float, 0.0, MAX_TIMEOUT_MINUTES)
+    max_bytes_billed = number(contract.MAX_BYTES_BILLED, 0, int, contract.MIN_BYTES_BILLED,
+                              contract.MAX_BYTES_BILLED_VALUE)
 
     shard_index, shard_count = _shard(env, problems)
 
@@ -164,11 +168,11 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
     log_format = choice(contract.LOG_FORMAT, "text" if is_tty else "json", LOG_FORMATS, str.lower)
 
     stage = env.get(contract.STAGE, "").strip() or DEFAULT_STAGE
-    if not _STAGE.match(stage):
+    if not _STAGE.fullmatch(stage):
         problems.append(f"{contract.STAGE}={stage!r} is invalid: use letters, digits, - and _ (e.g. dev, prod)")
 
     transform = env.get(TRANSFORM, "").strip() or DEFAULT_TRANSFORM
-    if not _TRANSFORM_SPEC.match(transform):
+    if not _TRANSFORM_SPEC.fullmatch(transform):
         problems.append(f"{TRANSFORM}={transform!r} is invalid: use module:function, e.g. {DEFAULT_TRANSFORM}")
     source_filter, transform_sql = (_sql_text(env, name, problems) for name in (contract.SOURCE_FILTER,
                                                                                 contract.TRANSFORM_SQL))
@@ -193,6 +197,7 @@ def load_config(env: Mapping[str, str], *, is_tty: bool = False) -> Config:
         shard_count=shard_count,
         source_filter=source_filter,
         transform_sql=transform_sql,
+        max_bytes_billed=int(max_bytes_billed) or None,
     )
 
 

@@ -16,6 +16,7 @@ LOG_LEVEL = "ETL_LOG_LEVEL"  # DEBUG, INFO, WARNING, ERROR
 LOG_FORMAT = "ETL_LOG_FORMAT"  # json or text; unset: text on a terminal, json otherwise
 STAGE = "ETL_STAGE"  # dev, prod, ...: in logs and metrics
 TIMEOUT_MINUTES = "ETL_TIMEOUT_MINUTES"  # the job stops itself cleanly after this long
+MAX_BYTES_BILLED = "ETL_MAX_BYTES_BILLED"  # every query's maximum_bytes_billed (bytes); unset: no cap
 # Per task, never in the task definition: the fan-out state machine's container overrides (unset: 0 of 1).
 SHARD_INDEX = "ETL_SHARD_INDEX"  # this task's slice of the key space, 0 .. SHARD_COUNT - 1
 SHARD_COUNT = "ETL_SHARD_COUNT"  # how many slices the run is split into
@@ -56,6 +57,9 @@ MAX_SHARDS = 100
 MAX_SQL_CHARS = 10_000
 # transform_sql may name a file in etl_job/ (next to transform.py) instead: the stack reads it at synth.
 SQL_FILE_PATTERN = r"[A-Za-z0-9_-]{1,100}\.sql"
+# BigQuery bills at least 10 MiB per table a query reads, so a lower cap would fail every query.
+MIN_BYTES_BILLED = 10 * 1024 * 1024
+MAX_BYTES_BILLED_VALUE = 2**63 - 1
 
 STACK_SET = (
     SOURCE_TABLE,
@@ -67,6 +71,7 @@ STACK_SET = (
     LOG_FORMAT,
     STAGE,
     TIMEOUT_MINUTES,
+    MAX_BYTES_BILLED,
 )
 OPTIONAL_SET = (SOURCE_FILTER, TRANSFORM_SQL)  # in the task definition only when configured
 STACK_SECRETS = (GOOGLE_CREDENTIALS_JSON,)  # google_auth=key

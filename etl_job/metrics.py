@@ -16,9 +16,12 @@ CONCURRENT_RUNS = "ConcurrentRuns"
 ROWS_LOADED = "RowsLoaded"
 ROWS_FAILED = "RowsFailed"
 DURATION_SECONDS = "DurationSeconds"
+BYTES_BILLED = "BytesBilled"  # what BigQuery billed the run's queries (on-demand pricing is per byte billed)
+BYTES_PROCESSED = "BytesProcessed"
 
 
-def success_emf_line(*, stage: str, rows_loaded: int, rows_failed: int, duration_seconds: float) -> str:
+def success_emf_line(*, stage: str, rows_loaded: int, rows_failed: int, duration_seconds: float,
+                     bytes_billed: int = 0, bytes_processed: int = 0) -> str:
     """One CloudWatch Embedded Metric Format line announcing a successful run."""
     return json.dumps(
         {
@@ -32,6 +35,8 @@ def success_emf_line(*, stage: str, rows_loaded: int, rows_failed: int, duration
                             {"Name": ROWS_LOADED, "Unit": "Count"},
                             {"Name": ROWS_FAILED, "Unit": "Count"},
                             {"Name": DURATION_SECONDS, "Unit": "Seconds"},
+                            {"Name": BYTES_BILLED, "Unit": "Bytes"},
+                            {"Name": BYTES_PROCESSED, "Unit": "Bytes"},
                         ],
                     }
                 ],
@@ -41,5 +46,7 @@ def success_emf_line(*, stage: str, rows_loaded: int, rows_failed: int, duration
             ROWS_LOADED: rows_loaded,
             ROWS_FAILED: rows_failed,
             DURATION_SECONDS: round(duration_seconds, 3),
+            BYTES_BILLED: bytes_billed,
+            BYTES_PROCESSED: bytes_processed,
         }
     )

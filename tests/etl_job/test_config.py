@@ -40,6 +40,7 @@ def test_every_variable_the_stack_sets_is_read():
         contract.LOG_FORMAT: "text",
         contract.STAGE: "prod",
         contract.TIMEOUT_MINUTES: "0.05",
+        contract.MAX_BYTES_BILLED: "1099511627776",
     }
     assert set(env) == set(contract.STACK_SET)
 
@@ -48,6 +49,7 @@ def test_every_variable_the_stack_sets_is_read():
     assert (config.key_column, config.batch_size, config.concurrency) == ("customer_id", 1000, 8)
     assert (config.log_level, config.log_format, config.stage) == ("DEBUG", "text", "prod")
     assert config.timeout_minutes == 0.05
+    assert config.max_bytes_billed == 1099511627776
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,8 @@ def test_every_variable_the_stack_sets_is_read():
         (contract.LOG_FORMAT, "xml", "use one of json, text"),
         (contract.STAGE, "prod env", "ETL_STAGE='prod env' is invalid"),
         ("ETL_TRANSFORM", "mymodule.transform", "use module:function"),
+        (contract.MAX_BYTES_BILLED, "1000", "ETL_MAX_BYTES_BILLED='1000' is invalid: use a whole number from 10485760"),
+        (contract.MAX_BYTES_BILLED, "1TB", "ETL_MAX_BYTES_BILLED='1TB' is invalid"),
     ],
 )
 def test_invalid_values_are_named_with_the_fix(name, value, message):
@@ -146,6 +150,7 @@ def test_the_stacks_environment_is_valid_for_the_job_with_the_same_values(stage)
                                                                          stack.concurrency)
     assert (config.log_level, config.log_format, config.stage) == (stack.log_level, "json", stack.stage)
     assert config.timeout_minutes == stack.timeout_minutes
+    assert config.max_bytes_billed == stack.max_bytes_billed
 
 
 def test_the_stacks_optional_sql_reaches_the_job_unchanged():

@@ -1,0 +1,143 @@
+"""Every query the job sends is capped by max_bytes_billed, and the bytes BigQuery billed are in the last log line.
+
+The local BigQuery has no cost model (it reports 0 bytes for every query and ignores maximumBytesBilled), so
+a proxy in front of it records each query job the real job process sends and answers as BigQuery would: each
+query's statistics report BILLED bytes, and with ``refuse_below`` a query capped under BILLED is refused with
+BigQuery's ``bytesBilledLimitExceeded`` error.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.etl_job.test_job import emf_lines, log_lines
+
+BILLED = 20 * 1024 * 1024  # what each query "bills" through the proxy
+
+
+class BillingProxy:
+    """Forwards to the local BigQuery; records query job configurations and adds BigQuery's byte statistics."""
+
+    def __init__(self, target_url: str, refuse_below: int | None = None) -> None:
+        self.target = urlsplit(target_url)
+        self.refuse_below = refuse_below
+        self.queries: list[dict] = []  # configuration.query of every query job inserted
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                query = proxy._query_of(self.command, self.path, body)
+                if query is not None and proxy.refuse_below and int(query.get("maximumBytesBilled", 0)) < proxy.refuse_below:
+                    message = f"Query exceeded limit for bytes billed: {query.get('maximumBytesBilled')}. {BILLED} or higher required."
+                    error = {"code": 400, "message": message, "status": "INVALID_ARGUMENT",
+                             "errors": [{"reason": "bytesBilledLimitExceeded", "domain": "global", "message": message}]}
+                    return self._answer(400, json.dumps({"error": error}).encode(), {"Content-Type": "application/json"})
+                status, headers, data = proxy._send(self.command, self.path, body, self.headers)
+                self._answer(status, proxy._with_statistics(data), headers)
+
+            def _answer(self, status: int, data: bytes, headers: dict) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward  # noqa: N815
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def _query_of(self, method: str, path: str, body: bytes) -> dict | None:
+        if method != "POST" or not urlsplit(path).path.endswith("/jobs") or not body:
+            return None
+        try:
+            query = json.loads(body).get("configuration", {}).get("query")
+        except ValueError:  # a load job's multipart upload
+            return None
+        if query is not None:
+            self.queries.append(query)
+        return query
+
+    def _send(self, method: str, path: str, body: bytes, headers) -> tuple[int, dict, bytes]:
+        connection = http.client.HTTPConnection(self.target.hostname, self.target.port, timeout=60)
+        forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+        connection.request(method, path, body=body, headers=forwarded)
+        response = connection.getresponse()
+        data = response.read()
+        connection.close()
+        return response.status, dict(response.getheaders()), data
+
+    @staticmethod
+    def _with_statistics(data: bytes) -> bytes:
+        try:
+            resource = json.loads(data)
+        except ValueError:
+            return data
+        if isinstance(resource, dict) and "query" in resource.get("configuration", {}):
+            statistics = resource.setdefault("statistics", {}).setdefault("query", {})
+            statistics.update(totalBytesProcessed=str(BILLED), totalBytesBilled=str(BILLED))
+            return json.dumps(resource).encode()
+        return data
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def billing_proxy(local_bigquery):
+    proxies: list[BillingProxy] = []
+
+    def make(**options) -> BillingProxy:
+        proxies.append(BillingProxy(local_bigquery.url, **options))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+def test_every_query_is_capped_and_the_bytes_billed_are_reported(job, billing_proxy) -> None:
+    job.seed(40)
+    proxy = billing_proxy()
+
+    done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_MAX_BYTES_BILLED="1099511627776")
+
+    assert done.returncode == 0, log_lines(done.stderr)[-1]
+    assert len(proxy.queries) >= 2  # the extract and at least one MERGE
+    assert [q.get("maximumBytesBilled") for q in proxy.queries] == ["1099511627776"] * len(proxy.queries)
+    end = log_lines(done.stderr)[-1]
+    assert end["message"] == "job finished"
+    assert end["bytes_billed"] == end["bytes_processed"] == BILLED * len(proxy.queries)
+    (emf,) = emf_lines(done.stdout)
+    assert emf["BytesBilled"] == BILLED * len(proxy.queries)
+    assert {"Name": "BytesBilled", "Unit": "Bytes"} in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+
+
+def test_a_query_over_the_cap_stops_the_run_with_one_clear_line(job, billing_proxy) -> None:
+    job.seed(10)
+    proxy = billing_proxy(refuse_below=BILLED)
+
+    done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_MAX_BYTES_BILLED=str(BILLED // 2))
+
+    assert done.returncode == 1
+    last = log_lines(done.stderr)[-1]
+    assert last["message"].startswith("BigQuery refused a query above the cap on bytes billed (")
+    assert "raise max_bytes_billed in cdk.json (ETL_MAX_BYTES_BILLED locally)" in last["message"]
+    assert "Traceback" not in done.stderr
