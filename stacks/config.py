@@ -16,14 +16,16 @@ from stacks import limits, schedule_expression
 CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
 JOB_DIR = Path(__file__).resolve().parent.parent / "etl_job"  # where transform_sql may name a .sql file
 
-_STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
-_TABLE = re.compile(f"^{contract.TABLE_ID_PATTERN}$")
-_COLUMN = re.compile(f"^{contract.COLUMN_PATTERN}$")
-_VPC = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
-_SUBNET = re.compile(r"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
-_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
-_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Every pattern is applied with fullmatch: `$` would also accept a trailing newline.
+_STAGE = re.compile(r"[a-z][a-z0-9-]{0,19}")
+_TABLE = re.compile(contract.TABLE_ID_PATTERN)
+_COLUMN = re.compile(contract.COLUMN_PATTERN)
+_VPC = re.compile(r"vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+_SUBNET = re.compile(r"subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _WIF_PROVIDER = re.compile(contract.WIF_PROVIDER_PATTERN)
 _SERVICE_ACCOUNT = re.compile(contract.SERVICE_ACCOUNT_PATTERN)
 _SQL_FILE = re.compile(contract.SQL_FILE_PATTERN)
@@ -71,6 +73,11 @@ class StageConfig:
     max_parallel_shards: int
     source_filter: str | None
     transform_sql: str | None  # the SELECT list itself (read from etl_job/<name>.sql when the key names a file)
+    allow_overlapping_schedule: bool
+    break_glass_role_arn: str | None
+    flow_logs: bool
+    max_bytes_billed: int
+    source_table_gib: float | None
 
     @property
     def stack_name(self) -> str:
@@ -79,8 +86,10 @@ class StageConfig:
 
 KEYS = tuple(f.name for f in fields(StageConfig))
 # Keys whose absence means "not set" (the CDK drops null context values).
-OPTIONAL_KEYS = ("vpc_id", "subnet_ids", "google_credentials_secret", "alarm_email", "workload_identity_provider",
-                 "google_service_account", "source_filter", "transform_sql")
+OPTIONAL_KEYS = (
+    "vpc_id", "subnet_ids", "google_credentials_secret", "alarm_email", "workload_identity_provider",
+    "google_service_account", "source_filter", "transform_sql", "break_glass_role_arn", "source_table_gib",
+)
 _HOW = "set it in cdk.json (\"defaults\" or \"stages\") or override it with -c {key}=VALUE"
 
 
@@ -112,7 +121,7 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def _pattern(key: str, value: Any, pattern: re.Pattern[str], allowed: str) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise _fail(key, value, allowed)
     return value
 
@@ -216,6 +225,29 @@ def _schedule(value: Any) -> str:
     return value.strip()
 
 
+def _schedule_fits_timeout(schedule: str, timeout_minutes: int, allow_overlap: bool) -> None:
+    shortest = schedule_expression.shortest_gap_minutes(schedule)
+    if shortest is not None and shortest < timeout_minutes and not allow_overlap:
+        raise _fail(
+            "schedule", schedule,
+            f"it starts runs {shortest} min apart, less than timeout_minutes={timeout_minutes}, so runs can pile up "
+            "(each later one exits 5 while the first goes on); run less often, lower timeout_minutes, or set "
+            "allow_overlapping_schedule=true to accept it",
+        )
+
+
+def _gib(key: str, value: Any) -> float | None:
+    if _optional(value) is None:
+        return None
+    try:
+        number = float(str(value).strip()) if not isinstance(value, bool) else -1.0
+    except ValueError:
+        number = -1.0
+    if not 0 < number <= limits.MAX_TABLE_GIB:
+        raise _fail(key, value, f"expected the source table's size in GiB, above 0 and at most {limits.MAX_TABLE_GIB}")
+    return number
+
+
 def _check_unknown(values: Mapping[str, Any], where: str) -> None:
     for key in values:
         if key in KEYS or key in _LAYOUT_KEYS or ":" in key or key.startswith("@"):
@@ -290,10 +322,21 @@ def load(context: Mapping[str, Any]) -> StageConfig:
     if alarm_email is not None:
         alarm_email = _pattern("alarm_email", alarm_email, _EMAIL, "expected an e-mail address")
     google_auth, provider, service_account = _google_auth(raw)
+    schedule = _schedule(raw["schedule"])
+    allow_overlapping_schedule = _bool("allow_overlapping_schedule", raw["allow_overlapping_schedule"])
+    _schedule_fits_timeout(schedule, timeout_minutes, allow_overlapping_schedule)
+    break_glass = _optional(raw["break_glass_role_arn"])
+    if break_glass is not None:
+        break_glass = _pattern("break_glass_role_arn", break_glass, _ROLE_ARN,
+                               "expected an IAM role ARN, arn:aws:iam::ACCOUNT:role/NAME")
+    flow_logs = _bool("flow_logs", raw["flow_logs"])
+    if flow_logs and vpc_id is not None:
+        raise _fail("flow_logs", raw["flow_logs"], "the stack adds flow logs only to the VPC it creates; "
+                    "with vpc_id, enable flow logs on your VPC yourself and set flow_logs=false")
 
     return StageConfig(
         stage=stage,
-        schedule=_schedule(raw["schedule"]),
+        schedule=schedule,
         schedule_enabled=_bool("schedule_enabled", raw["schedule_enabled"]),
         cpu=cpu,
         memory_mib=memory_mib,
@@ -323,4 +366,10 @@ def load(context: Mapping[str, Any]) -> StageConfig:
         max_parallel_shards=max_parallel_shards,
         source_filter=_sql("source_filter", raw["source_filter"]),
         transform_sql=_sql("transform_sql", raw["transform_sql"]),
+        allow_overlapping_schedule=allow_overlapping_schedule,
+        break_glass_role_arn=break_glass,
+        flow_logs=flow_logs,
+        max_bytes_billed=_int("max_bytes_billed", raw["max_bytes_billed"],
+                              contract.MIN_BYTES_BILLED, contract.MAX_BYTES_BILLED_VALUE),
+        source_table_gib=_gib("source_table_gib", raw["source_table_gib"]),
     )

@@ -52,3 +52,5 @@ SHARD_LAUNCH_ALLOWANCE_SECONDS = 600
 # 30 s, 60 s, 120 s (with full jitter) in between.
 SHARD_LAUNCH_RETRY_ATTEMPTS = 3
 SHARD_LAUNCH_RETRY_INTERVAL_SECONDS = 30
+# `make cost`: the largest source table size (GiB) an estimate accepts (1 PiB).
+MAX_TABLE_GIB = 1024 * 1024

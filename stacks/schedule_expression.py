@@ -8,8 +8,8 @@ import math
 import re
 from dataclasses import dataclass
 
-_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
-_CRON = re.compile(r"^cron\((.*)\)$")
+_RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")  # fullmatch
+_CRON = re.compile(r"cron\((.*)\)")  # fullmatch
 _UNIT_MINUTES = {"minute": 1, "hour": 60, "day": 24 * 60}
 _MONTHS = {name.upper(): i for i, name in enumerate(calendar.month_abbr) if name}
 _DAYS = {"SUN": 1, "MON": 2, "TUE": 3, "WED": 4, "THU": 5, "FRI": 6, "SAT": 7}
@@ -116,7 +116,7 @@ def _field(text: str, index: int) -> frozenset | None:
 
 def parse_cron(expression: str) -> Cron:
     """Parse ``cron(m h dom mon dow year)`` as EventBridge does; raise ScheduleError if invalid."""
-    match = _CRON.match(expression)
+    match = _CRON.fullmatch(expression)
     if not match:
         raise ScheduleError("a cron expression is written cron(minutes hours day-of-month month day-of-week year)")
     parts = match.group(1).split()
@@ -131,7 +131,7 @@ def parse_cron(expression: str) -> Cron:
 
 def parse_rate_minutes(expression: str) -> int:
     """Minutes between runs of ``rate(N unit)``; raise ScheduleError if invalid."""
-    match = _RATE.match(expression)
+    match = _RATE.fullmatch(expression)
     if not match:
         raise ScheduleError("a rate expression is written rate(N minutes|hours|days), e.g. rate(12 hours)")
     number, unit = int(match.group(1)), match.group(2)
@@ -181,19 +181,26 @@ def runs_per_year(expression: str) -> int:
     return len(_firing_days(cron, dt.date(COST_YEAR, 1, 1), 365)) * len(cron.hours) * len(cron.minutes)
 
 
-def longest_gap_minutes(expression: str) -> int | None:
-    """The longest time between two consecutive runs within the window (None if it runs less than twice)."""
+def _gaps_minutes(expression: str) -> list[int]:
+    """Every distinct time between two consecutive runs within the window."""
     if expression.startswith("rate("):
-        return parse_rate_minutes(expression)
+        return [parse_rate_minutes(expression)]
     cron = parse_cron(expression)
     times = sorted(h * 60 + m for h in cron.hours for m in cron.minutes)
-    within_day = max((b - a for a, b in zip(times, times[1:])), default=None)
     days = _firing_days(cron, WINDOW_START, WINDOW_DAYS)
-    between_days = max(
-        ((b * 1440 + times[0]) - (a * 1440 + times[-1]) for a, b in zip(days, days[1:])), default=None
-    )
-    gaps = [gap for gap in (within_day if days else None, between_days) if gap is not None]
-    return max(gaps) if gaps else None
+    within_day = {b - a for a, b in zip(times, times[1:])} if days else set()
+    between_days = {(b * 1440 + times[0]) - (a * 1440 + times[-1]) for a, b in zip(days, days[1:])}
+    return sorted(within_day | between_days)
+
+
+def longest_gap_minutes(expression: str) -> int | None:
+    """The longest time between two consecutive runs within the window (None if it runs less than twice)."""
+    return max(_gaps_minutes(expression), default=None)
+
+
+def shortest_gap_minutes(expression: str) -> int | None:
+    """The shortest time between two consecutive runs within the window (None if it runs less than twice)."""
+    return min(_gaps_minutes(expression), default=None)
 
 
 def missed_run_window_minutes(schedule: str, timeout_minutes: int) -> int | None:

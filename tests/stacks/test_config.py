@@ -63,6 +63,12 @@ VALID = [
     ("source_filter", "", None),
     ("transform_sql", "*, LENGTH(name) AS name_length", "*, LENGTH(name) AS name_length"),
     ("transform_sql", "transform.sql", (JOB_DIR / "transform.sql").read_text().strip()),
+    ("allow_overlapping_schedule", "true", True),
+    ("break_glass_role_arn", "arn:aws:iam::123456789012:role/security/break-glass",
+     "arn:aws:iam::123456789012:role/security/break-glass"),
+    ("flow_logs", "true", True),
+    ("max_bytes_billed", "10485760", 10485760),
+    ("source_table_gib", "250.5", 250.5),
 ]
 
 
@@ -71,6 +77,8 @@ def test_valid_values(key: str, value: object, expected: object) -> None:
     overrides = {key: value}
     if key == "cpu":
         overrides["memory_mib"] = "1024"
+    if key == "schedule":  # every 30 minutes at the most: runs may last no longer
+        overrides.update(timeout_minutes="30", expected_run_minutes="30")
     assert getattr(build_config(**overrides), key) == expected
 
 
@@ -133,6 +141,14 @@ INVALID = [
     ("transform_sql", "nope.sql", "transform_sql", "no file nope.sql next to etl_job/transform.py"),
     ("source_filter", 5, "source_filter", "expected SQL text"),
     ("source_filter", "id > 1\x00", "source_filter", "NUL character"),
+    ("allow_overlapping_schedule", "sometimes", "allow_overlapping_schedule", "true or false"),
+    ("break_glass_role_arn", "arn:aws:iam::123456789012:user/alice", "break_glass_role_arn", "IAM role ARN"),
+    ("break_glass_role_arn", "break-glass", "break_glass_role_arn", "IAM role ARN"),
+    ("flow_logs", "on", "flow_logs", "true or false"),
+    ("max_bytes_billed", "1000", "max_bytes_billed", "from 10485760"),
+    ("max_bytes_billed", "1TB", "max_bytes_billed", "whole number"),
+    ("source_table_gib", "0", "source_table_gib", "size in GiB"),
+    ("source_table_gib", "big", "source_table_gib", "size in GiB"),
 ]
 
 
@@ -179,3 +195,59 @@ def test_cdk_own_context_keys_are_not_mistaken_for_typos() -> None:
 def test_missing_layout_is_explained() -> None:
     with pytest.raises(ConfigError, match="\"defaults\" object"):
         load({"stage": "dev"})
+
+
+# A valid value of every key checked against a pattern: with a trailing newline each must fail
+# (`re.match` with `$` let "...names\n" through, and every run then failed on it).
+PATTERNED = {
+    "source_table": "my-gcp-project.etl_demo.names",
+    "destination_table": "my-gcp-project.etl_demo.other",
+    "key_column": "id",
+    "google_credentials_secret": "etl/google-key",
+    "alarm_email": "oncall@example.com",
+    "break_glass_role_arn": "arn:aws:iam::123456789012:role/break-glass",
+    "stage": "dev",
+    "schedule": "rate(1 day)",
+}
+
+
+@pytest.mark.parametrize("key", [*PATTERNED, "google_credentials_secret_arn", "vpc_id", "subnet_ids"])
+@pytest.mark.parametrize("tail", ["\n", "\r\n", " x"])
+def test_a_valid_value_with_anything_after_it_is_rejected(key: str, tail: str) -> None:
+    network = {"vpc_id": "vpc-12345678", "subnet_ids": "subnet-12345678"}
+    if key in network:
+        overrides = {**network, key: network[key] + tail}
+    elif key == "google_credentials_secret_arn":
+        overrides = {"google_credentials_secret": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:k-AbCdEf" + tail}
+    else:
+        build_config(**{key: PATTERNED[key]})
+        overrides = {key: PATTERNED[key] + tail}
+    if key in ("schedule", "subnet_ids") and tail != " x":
+        pytest.skip("stripped before validation: cron(...) and subnet lists are read without surrounding space")
+    with pytest.raises(ConfigError):
+        build_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "timeout", "shortest"),
+    [("rate(1 minute)", "240", 1), ("cron(0/30 * * * ? *)", "60", 30), ("cron(0 8,12 ? * MON-FRI *)", "300", 240)],
+)
+def test_a_schedule_that_starts_runs_faster_than_they_may_last_is_rejected(schedule: str, timeout: str, shortest: int) -> None:
+    with pytest.raises(ConfigError) as error:
+        build_config(schedule=schedule, timeout_minutes=timeout, expected_run_minutes="1")
+    message = str(error.value)
+    assert f"'schedule': '{schedule}'" in message
+    assert f"starts runs {shortest} min apart, less than timeout_minutes={timeout}" in message
+    assert "allow_overlapping_schedule=true" in message
+    allowed = build_config(schedule=schedule, timeout_minutes=timeout, expected_run_minutes="1",
+                           allow_overlapping_schedule="true")
+    assert allowed.schedule == schedule
+
+
+def test_a_schedule_as_long_as_the_timeout_is_accepted() -> None:
+    assert build_config(schedule="rate(4 hours)", timeout_minutes="240").timeout_minutes == 240
+
+
+def test_flow_logs_are_for_the_vpc_the_stack_creates() -> None:
+    with pytest.raises(ConfigError, match="'flow_logs'.*enable flow logs on your VPC yourself"):
+        build_config(flow_logs="true", vpc_id="vpc-12345678", subnet_ids="subnet-12345678")
