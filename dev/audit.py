@@ -28,9 +28,9 @@ CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 DOCKERFILE = ROOT / "etl_job" / "Dockerfile"
 ACKNOWLEDGED = "aws:cdk:acknowledged-rules"  # aws_cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
 
-# Every branch of the stack that changes resources or permissions: both stages, then the optional
-# features (Spot, a log CMK, an alarm e-mail, a secret by name), bring-your-own VPC and secret ARN, and
-# the keyless configuration (Workload Identity Federation: no secret at all).
+# Every branch of the stack that changes resources or permissions: both stages (prod with flow logs), then the
+# optional features (Spot, log and secret CMKs, an alarm e-mail, a break-glass role), bring-your-own VPC and
+# secret ARN, and the keyless configuration (Workload Identity Federation: no secret at all).
 CONFIGURATIONS: dict[str, dict[str, str]] = {
     "dev": {"stage": "dev"},
     "prod": {"stage": "prod"},
@@ -40,6 +40,7 @@ CONFIGURATIONS: dict[str, dict[str, str]] = {
         "log_kms_key": "true",
         "secret_kms_key": "true",
         "alarm_email": "ops@example.com",
+        "break_glass_role_arn": "arn:aws:iam::123456789012:role/security/break-glass",
     },
     "dev-existing-vpc": {
         "stage": "dev",

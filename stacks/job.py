@@ -47,6 +47,7 @@ def job_environment(config: StageConfig) -> dict[str, str]:
         contract.LOG_FORMAT: "json",
         contract.STAGE: config.stage,
         contract.TIMEOUT_MINUTES: str(config.timeout_minutes),
+        contract.MAX_BYTES_BILLED: str(config.max_bytes_billed),
     }
     for name, value in ((contract.SOURCE_FILTER, config.source_filter), (contract.TRANSFORM_SQL, config.transform_sql)):
         if value:
@@ -58,6 +59,20 @@ def job_environment(config: StageConfig) -> dict[str, str]:
     return environment
 
 
+def _trust_only_tasks_of_this_account(role: iam.IRole) -> None:
+    # Confused-deputy guard that the ECS developer guide documents for the task role's trust policy
+    # ("Amazon ECS task IAM role": aws:SourceAccount and an aws:SourceArn of ECS in the account). ECS
+    # sends no cluster-specific source ARN, so "this account's ECS" is as narrow as it gets.
+    stack = Stack.of(role)
+    role.node.default_child.add_property_override(  # type: ignore[union-attr]
+        "AssumeRolePolicyDocument.Statement.0.Condition",
+        {
+            "ArnLike": {"aws:SourceArn": stack.format_arn(service="ecs", resource="*", arn_format=ArnFormat.NO_RESOURCE_NAME)},
+            "StringEquals": {"aws:SourceAccount": stack.account},
+        },
+    )
+
+
 class EtlJob(Construct):
     """One Fargate task definition running ``python -m etl_job`` from an image built from etl_job/."""
 
@@ -65,6 +80,7 @@ class EtlJob(Construct):
         super().__init__(scope, construct_id)
         cpu_architecture, platform = _PLATFORMS[config.architecture]
 
+        self.secret_key: kms.Key | None = None
         keyless = config.google_auth == "workload_identity"
         # Workload Identity Federation: the task role is the identity Google trusts; no secret at all.
         self.secret = None if keyless else self._google_secret(config.google_credentials_secret, config.secret_kms_key)
@@ -93,8 +109,13 @@ class EtlJob(Construct):
             secrets={} if keyless else {contract.GOOGLE_CREDENTIALS_JSON: ecs.Secret.from_secrets_manager(self.secret)},
             logging=ecs.LogDriver.aws_logs(stream_prefix=limits.PROJECT, log_group=self.log_group),
         )
+        _trust_only_tasks_of_this_account(self.task_definition.task_role)
         if keyless:
             self._name_task_role(config.stage)
+        else:
+            self._grant_exact_secret_arn(config.google_credentials_secret)
+            if config.google_credentials_secret is None:
+                self._only_the_job_reads_the_secret(config.break_glass_role_arn)
         self.container.add_mount_points(
             ecs.MountPoint(source_volume="scratch", container_path=limits.SCRATCH_PATH, read_only=False)
         )
@@ -135,6 +156,7 @@ class EtlJob(Construct):
                     enable_key_rotation=True,
                     removal_policy=RemovalPolicy.RETAIN,  # the secret is retained, so its key must be too
                 )
+                self.secret_key = key
             secret = secretsmanager.Secret(
                 self,
                 "GoogleCredentials",
@@ -155,17 +177,65 @@ class EtlJob(Construct):
                 skip_checkov(
                     secret,
                     "CKV_AWS_149",
-                    "Encrypted at rest with the AWS-managed key aws/secretsmanager. A customer-managed key costs ~$1 a "
-                    "month and would only add a key policy on top of the IAM policy that already lets nothing but this "
-                    "job's execution role read the secret; set secret_kms_key for a stage whose policy requires one.",
+                    "Encrypted at rest with the AWS-managed key aws/secretsmanager, which any principal of the account "
+                    "may use through Secrets Manager: what stops them is the secret's resource policy, which denies "
+                    "GetSecretValue to every principal but the job's execution role (and the break-glass role, if "
+                    "configured). A customer-managed key (~$1 a month) adds a second, matching lock in its key policy; "
+                    "set secret_kms_key for a stage whose policy requires one.",
                 )
             return secret
         if not existing.startswith("arn:"):
             return secretsmanager.Secret.from_secret_name_v2(self, "GoogleCredentials", existing)
-        # A complete ARN ends in '-' and six random characters; a partial one does not.
-        if len(existing) > 7 and existing[-7] == "-":
-            return secretsmanager.Secret.from_secret_complete_arn(self, "GoogleCredentials", existing)
+        # Whether an ARN is complete (NAME-AbCdEf) or partial (NAME) cannot be told from its text: a
+        # name may itself end in '-' and six characters. So it is imported as partial (granted as
+        # ARN-??????) and _grant_exact_secret_arn grants the ARN as given too, which covers both
+        # (Secrets Manager user guide, "Limiting access to specific secrets").
         return secretsmanager.Secret.from_secret_partial_arn(self, "GoogleCredentials", existing)
+
+    def _only_the_job_reads_the_secret(self, break_glass_role_arn: str | None) -> None:
+        """Deny reading the key to every principal but the execution role and the break-glass role, whatever
+        their IAM policies allow; with a customer-managed key, deny decrypting with it likewise."""
+        readers = [self.task_definition.obtain_execution_role().role_arn, *filter(None, [break_glass_role_arn])]
+        # Only reads: CloudFormation (creating and updating the secret: CreateSecret, UpdateSecret, PutSecretValue,
+        # DescribeSecret; SecretString is write-only in the resource schema, so never read back) and whoever
+        # puts the key in keep working, and an administrator can still change this policy.
+        only_readers = {"ArnNotEquals": {"aws:PrincipalArn": readers}}
+        self.secret.add_to_resource_policy(iam.PolicyStatement(
+            sid="OnlyTheJobReadsTheKey",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=["secretsmanager:GetSecretValue"],  # BatchGetSecretValue also needs it, per secret
+            resources=["*"],
+            conditions=only_readers,
+        ))
+        if self.secret_key is None:
+            return
+        stack = Stack.of(self)
+        # Decrypting (or re-encrypting under another key) is reading; encrypting a new value is not.
+        self.secret_key.add_to_resource_policy(iam.PolicyStatement(
+            sid="OnlyTheJobDecryptsTheKey",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=["kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
+            resources=["*"],
+            conditions=only_readers,
+        ))
+        if break_glass_role_arn is not None:
+            self.secret_key.add_to_resource_policy(iam.PolicyStatement(
+                sid="BreakGlassDecryptsThroughSecretsManager",
+                principals=[iam.ArnPrincipal(break_glass_role_arn)],
+                actions=["kms:Decrypt"],
+                resources=["*"],
+                conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{stack.region}.amazonaws.com",
+                                             "kms:CallerAccount": stack.account}},
+            ))
+
+    def _grant_exact_secret_arn(self, existing: str | None) -> None:
+        if existing is not None and existing.startswith("arn:"):
+            self.task_definition.obtain_execution_role().add_to_principal_policy(
+                iam.PolicyStatement(actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                                    resources=[existing])
+            )
 
     def _log_group(self, config: StageConfig) -> logs.LogGroup:
         key = None

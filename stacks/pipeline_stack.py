@@ -32,7 +32,8 @@ class EtlPipelineStack(Stack):
             description=f"Scheduled BigQuery ETL job on ECS Fargate ({config.stage})",
             **kwargs,
         )
-        network = Network(self, "Network", vpc_id=config.vpc_id, subnet_ids=config.subnet_ids)
+        network = Network(self, "Network", vpc_id=config.vpc_id, subnet_ids=config.subnet_ids,
+                          flow_logs=config.flow_logs, flow_log_retention_days=config.log_retention_days)
         cluster = ecs.Cluster(
             self,
             "Cluster",

@@ -7,6 +7,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -58,9 +59,12 @@ class Schedule(Construct):
             "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which this check does not recognise; "
             "it only accepts a KMS key, and the AWS-managed alias/aws/sqs key cannot be used by EventBridge.",
         )
+        rule_name = f"{task_definition.family}-schedule"
         self.rule = events.Rule(
             self,
             "Rule",
+            # Named, so that the events role's trust policy can name the rule without a dependency cycle.
+            rule_name=rule_name,
             description=f"Runs {task_definition.family} on {expression}",
             schedule=events.Schedule.expression(expression),
             enabled=enabled,
@@ -109,6 +113,7 @@ class Schedule(Construct):
             "ecs:TagResource on the tasks of this one cluster, so the rule can propagate the project and "
             "stage tags to the tasks it starts; task ids are not known before launch.",
         )
+        self._trust_only_this_rule(task_definition.node.find_child("EventsRole"), rule_name)
         if spot:
             # EcsTask has no capacity-provider property; CloudFormation does. LaunchType and a
             # capacity-provider strategy exclude each other.
@@ -117,3 +122,13 @@ class Schedule(Construct):
                 "Targets.0.EcsParameters.CapacityProviderStrategy",
                 [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}],
             )
+
+    def _trust_only_this_rule(self, role: iam.Role, rule_name: str) -> None:
+        # Confused-deputy guard documented by EventBridge for the roles it assumes to invoke targets
+        # (EventBridge user guide, "Cross-service confused deputy prevention"): this rule of this account.
+        stack = Stack.of(self)
+        rule_arn = stack.format_arn(service="events", resource="rule", resource_name=rule_name)
+        role.node.default_child.add_property_override(  # type: ignore[union-attr]
+            "AssumeRolePolicyDocument.Statement.0.Condition",
+            {"ArnEquals": {"aws:SourceArn": rule_arn}, "StringEquals": {"aws:SourceAccount": stack.account}},
+        )

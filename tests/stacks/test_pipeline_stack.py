@@ -53,7 +53,8 @@ def test_one_of_each_core_resource(dev: Template) -> None:
         "AWS::EC2::SecurityGroup",
     ):
         dev.resource_count_is(resource_type, 1)
-    dev.resource_count_is("AWS::IAM::Role", 3)  # task, execution, events
+    # task, execution, events, and the CDK's provider that restricts the default security group
+    dev.resource_count_is("AWS::IAM::Role", 4)
     dev.resource_count_is("AWS::Events::Rule", 3)  # the schedule, failed tasks and refused launches
 
 
@@ -144,14 +145,15 @@ def test_existing_secret_by_name_creates_no_secret() -> None:
     assert "secret:prod/google-etl-key" in valuefrom
 
 
-def test_existing_secret_by_complete_arn() -> None:
+def test_existing_secret_by_arn_is_granted_as_given_and_as_a_partial_arn() -> None:
     arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:google-etl-key-AbCdEf"
     template = synth(google_credentials_secret=arn)
     template.resource_count_is("AWS::SecretsManager::Secret", 0)
     assert container(template)["Secrets"][0]["ValueFrom"] == arn
     execution = role_id(template, "ExecutionRole")
     secret_statements = [s for s in policy_statements(template, execution) if "secretsmanager:GetSecretValue" in s["Action"]]
-    assert [s["Resource"] for s in secret_statements] == [arn]
+    # Complete or partial cannot be told from the text: both readings are granted.
+    assert [s["Resource"] for s in secret_statements] == [[arn, f"{arn}-??????"]]
 
 
 def test_log_group_retention_and_removal_policy(dev: Template, prod: Template) -> None:
@@ -287,9 +289,11 @@ def test_every_taggable_resource_carries_project_and_stage(dev: Template) -> Non
     untagged_types = {
         "AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::Route", "AWS::EC2::VPCGatewayAttachment",
         "AWS::IAM::Policy", "AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy", "AWS::Logs::MetricFilter",
+        "AWS::SecretsManager::ResourcePolicy", "Custom::VpcRestrictDefaultSG",
     }
     for resource_id, resource in dev.to_json()["Resources"].items():
-        if resource["Type"] in untagged_types:
+        # The CDK's custom-resource provider is a plain CfnResource, which Tags.of cannot reach.
+        if resource["Type"] in untagged_types or resource_id.startswith("CustomVpcRestrictDefaultSG"):
             continue
         tags = {t["Key"]: t["Value"] for t in resource["Properties"].get("Tags", [])}
         assert tags.get("project") == "etl-pipeline" and tags.get("stage") == "dev", resource_id
@@ -322,3 +326,26 @@ def test_spot_capacity_uses_a_capacity_provider_strategy() -> None:
     template.has_resource_properties(
         "AWS::ECS::ClusterCapacityProviderAssociations", {"CapacityProviders": Match.array_with(["FARGATE_SPOT"])}
     )
+
+
+def test_the_default_security_group_is_restricted(dev: Template) -> None:
+    """Security Hub EC2.2: the VPC's default security group allows no traffic (the CDK revokes its rules)."""
+    ((_, restrict),) = dev.find_resources("Custom::VpcRestrictDefaultSG").items()
+    vpc_id = logical_id(dev, "AWS::EC2::VPC")
+    assert restrict["Properties"]["DefaultSecurityGroupId"] == {"Fn::GetAtt": [vpc_id, "DefaultSecurityGroup"]}
+
+
+def test_flow_logs_go_to_an_encrypted_expiring_bucket_in_prod_only(dev: Template, prod: Template) -> None:
+    dev.resource_count_is("AWS::EC2::FlowLog", 0)
+    ((_, flow_log),) = prod.find_resources("AWS::EC2::FlowLog").items()
+    bucket_id, bucket = only(prod, "AWS::S3::Bucket")
+    assert flow_log["Properties"]["LogDestinationType"] == "s3"
+    assert flow_log["Properties"]["TrafficType"] == "ALL"
+    assert flow_log["Properties"]["ResourceId"] == {"Ref": logical_id(prod, "AWS::EC2::VPC")}
+    assert bucket_id in json.dumps(flow_log["Properties"]["LogDestination"])
+    properties = bucket["Properties"]
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert properties["LifecycleConfiguration"]["Rules"] == [{"ExpirationInDays": 365, "Status": "Enabled"}]
+    assert bucket["DeletionPolicy"] == "Retain"
