@@ -329,6 +329,9 @@ def load(context: Mapping[str, Any]) -> StageConfig:
     if break_glass is not None:
         break_glass = _pattern("break_glass_role_arn", break_glass, _ROLE_ARN,
                                "expected an IAM role ARN, arn:aws:iam::ACCOUNT:role/NAME")
+        if google_auth != "key" or _optional(raw["google_credentials_secret"]) is not None:
+            raise _fail("break_glass_role_arn", break_glass, "it is a second reader of the secret the stack creates "
+                        "(google_auth=key without google_credentials_secret); your own secret's policy is yours to set")
     flow_logs = _bool("flow_logs", raw["flow_logs"])
     if flow_logs and vpc_id is not None:
         raise _fail("flow_logs", raw["flow_logs"], "the stack adds flow logs only to the VPC it creates; "

@@ -15,13 +15,16 @@ from stacks import limits
 
 
 def test_success_metric_line_is_embedded_metric_format():
-    line = metrics.success_emf_line(stage="prod", rows_loaded=10, rows_failed=0, duration_seconds=1.23456)
+    line = metrics.success_emf_line(stage="prod", rows_loaded=10, rows_failed=0, duration_seconds=1.23456,
+                                    bytes_billed=20971520, bytes_processed=1000)
     emf = json.loads(line)
     directive = emf["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "EtlPipeline"
     assert directive["Dimensions"] == [["Stage"]]
     # SuccessfulRun is published by the stack's metric filter on this field, not declared here twice.
-    assert {m["Name"] for m in directive["Metrics"]} == {"RowsLoaded", "RowsFailed", "DurationSeconds"}
+    assert {m["Name"] for m in directive["Metrics"]} == {"RowsLoaded", "RowsFailed", "DurationSeconds", "BytesBilled",
+                                                         "BytesProcessed"}
+    assert (emf["BytesBilled"], emf["BytesProcessed"]) == (20971520, 1000)
     assert emf["Stage"] == "prod" and emf["SuccessfulRun"] == 1 and emf["DurationSeconds"] == 1.235
     assert isinstance(emf["_aws"]["Timestamp"], int)
 

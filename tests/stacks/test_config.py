@@ -248,6 +248,12 @@ def test_a_schedule_as_long_as_the_timeout_is_accepted() -> None:
     assert build_config(schedule="rate(4 hours)", timeout_minutes="240").timeout_minutes == 240
 
 
+def test_a_break_glass_role_is_only_for_the_secret_the_stack_creates() -> None:
+    role = "arn:aws:iam::123456789012:role/break-glass"
+    with pytest.raises(ConfigError, match="'break_glass_role_arn'.*second reader of the secret the stack creates"):
+        build_config(break_glass_role_arn=role, google_credentials_secret="etl/google-key")
+
+
 def test_flow_logs_are_for_the_vpc_the_stack_creates() -> None:
     with pytest.raises(ConfigError, match="'flow_logs'.*enable flow logs on your VPC yourself"):
         build_config(flow_logs="true", vpc_id="vpc-12345678", subnet_ids="subnet-12345678")
