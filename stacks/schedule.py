@@ -59,7 +59,7 @@ class Schedule(Construct):
             "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which this check does not recognise; "
             "it only accepts a KMS key, and the AWS-managed alias/aws/sqs key cannot be used by EventBridge.",
         )
-        rule_name = f"{task_definition.family}-schedule"
+        self._rule_name = rule_name = f"{task_definition.family}-schedule"
         self.rule = events.Rule(
             self,
             "Rule",
@@ -81,6 +81,7 @@ class Schedule(Construct):
             max_event_age=Duration.minutes(limits.LAUNCH_MAX_EVENT_AGE_MINUTES),
             dead_letter_queue=self.dead_letter_queue,
         ))
+        self._trust_only_this_rule(state_machine.node.find_child("EventsRole"))
 
     def _run_task(self, cluster: ecs.ICluster, task_definition: ecs.FargateTaskDefinition,
                   subnets: ec2.SubnetSelection, security_group: ec2.ISecurityGroup, assign_public_ip: bool,
@@ -113,7 +114,7 @@ class Schedule(Construct):
             "ecs:TagResource on the tasks of this one cluster, so the rule can propagate the project and "
             "stage tags to the tasks it starts; task ids are not known before launch.",
         )
-        self._trust_only_this_rule(task_definition.node.find_child("EventsRole"), rule_name)
+        self._trust_only_this_rule(task_definition.node.find_child("EventsRole"))
         if spot:
             # EcsTask has no capacity-provider property; CloudFormation does. LaunchType and a
             # capacity-provider strategy exclude each other.
@@ -123,11 +124,11 @@ class Schedule(Construct):
                 [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}],
             )
 
-    def _trust_only_this_rule(self, role: iam.Role, rule_name: str) -> None:
+    def _trust_only_this_rule(self, role: iam.Role) -> None:
         # Confused-deputy guard documented by EventBridge for the roles it assumes to invoke targets
         # (EventBridge user guide, "Cross-service confused deputy prevention"): this rule of this account.
         stack = Stack.of(self)
-        rule_arn = stack.format_arn(service="events", resource="rule", resource_name=rule_name)
+        rule_arn = stack.format_arn(service="events", resource="rule", resource_name=self._rule_name)
         role.node.default_child.add_property_override(  # type: ignore[union-attr]
             "AssumeRolePolicyDocument.Statement.0.Condition",
             {"ArnEquals": {"aws:SourceArn": rule_arn}, "StringEquals": {"aws:SourceAccount": stack.account}},
