@@ -96,8 +96,8 @@ review-templates: setup ## Refresh the committed review/ templates after an infr
 	  $(PY) -m ops.review normalize cdk.out/review-$$stage/EtlPipeline-$$stage.template.json review/EtlPipeline-$$stage.template.json || exit 1; \
 	done
 
-cost: setup ## Estimate the STAGE's monthly cost beside Glue and a NAT-gateway setup
-	$(PY) -m ops.cost $(STAGE)
+cost: setup ## Estimate the STAGE's monthly cost beside Glue and a NAT-gateway setup (CDK_ARGS too)
+	$(PY) -m ops.cost $(STAGE) $(CDK_ARGS)
 
 run-now: setup ## Start one run of the deployed STAGE now (SHARD=k: rerun one shard; needs AWS credentials)
 	$(PY) -m ops.runs start --stage $(STAGE) $(if $(SHARD),--shard=$(SHARD))

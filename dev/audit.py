@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dev.key_readers import key_readers
 from etl_job import contract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -527,6 +528,11 @@ def write_report(
     else:
         lines.append("No rule is ignored: every error and warning of cfn-lint's default rule set fails the audit.")
     lines += ["", "### hadolint", "", "No rule is ignored."]
+    lines += ["", "## Who can read the key", "",
+              "Every principal and every route to the Google key's value, per configuration (dev/key_readers.py)."]
+    for s in synths:
+        if s.template_path:
+            lines += ["", f"### Configuration `{s.name}`", "", *key_readers(s.template, s.names)]
     lines += [
         "",
         "## Who can do what, and where the keys are",

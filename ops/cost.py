@@ -1,4 +1,7 @@
-"""Estimate what a stage costs from its config: `python -m ops.cost [STAGE] [key=value ...]`."""
+"""Estimate what a stage costs from its config: `python -m ops.cost [STAGE] [-c key=value | key=value ...]`.
+
+`-c key=value` is what `make cost STAGE=... CDK_ARGS="-c ..."` passes, as for every other target.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +41,27 @@ def estimate(config: stage_config.StageConfig) -> dict[str, float]:
     }
 
 
+def bigquery_lines(config: stage_config.StageConfig, runs_per_month: float) -> list[str]:
+    """BigQuery's on-demand scan cost per run, from the source table size the user gives (source_table_gib).
+
+    Not from a dry run: that needs Google credentials, which `make cost` (like synth) runs without.
+    """
+    if config.source_table_gib is None:
+        return ["  BigQuery scans: not estimated; give the source table's size, e.g. "
+                "make cost CDK_ARGS=\"-c source_table_gib=500\" (bq show --format=prettyjson TABLE: numBytes)."]
+    per_run = config.source_table_gib / 1024 * prices.BIGQUERY_ON_DEMAND_TIB
+    lines = [
+        f"  BigQuery scans: about {config.source_table_gib:g} GiB a run (the extract reads the whole source table every "
+        "run, even when nothing is new),",
+        f"  ${per_run:.4f} a run, ${per_run * runs_per_month:.2f} a month at ${prices.BIGQUERY_ON_DEMAND_TIB}/TiB on-demand "
+        "(the first 1 TiB a month is free; MERGEs that read the destination's keys come on top).",
+    ]
+    if config.source_table_gib * 2**30 > config.max_bytes_billed:
+        lines.append(f"  WARNING: that is above max_bytes_billed={config.max_bytes_billed} bytes: BigQuery would refuse "
+                     "the extract and every run would fail; raise max_bytes_billed or read a smaller source.")
+    return lines
+
+
 def report(config: stage_config.StageConfig) -> str:
     e = estimate(config)
     size = f"{config.cpu / 1024:g} vCPU, {config.memory_mib} MiB, {config.architecture}, {config.capacity}"
@@ -54,23 +78,25 @@ def report(config: stage_config.StageConfig) -> str:
         f"  {'':46} {'fixed/month':>12} {'per run':>10} {'month':>10}",
     ]
     lines += [f"  {name:46} {fixed:>12.2f} {run:>10.4f} {month:>10.2f}" for name, fixed, run, month in rows]
+    lines += ["", *bigquery_lines(config, e["runs_per_month"])]
     lines += [
         "",
         "  Fixed: the Google key secret (none with google_auth=workload_identity), KMS keys (alert topic; logs and secret if configured), alarms, the success metric.",
         "  Not included: CloudWatch Logs ingestion ($0.50/GB), ECR image storage ($0.10/GB-month), data transfer,",
-        "  and BigQuery itself. Spot is estimated at the usual 70% discount; the real Spot price varies.",
+        "  and BigQuery storage. Spot is estimated at the usual 70% discount; the real Spot price varies.",
         "  The Glue row counts compute and the secret only: alerting on Glue would add the same alarms and key.",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
-    stage = argv[0] if argv and "=" not in argv[0] else None
+    stage = argv[0] if argv and "=" not in argv[0] and not argv[0].startswith("-") else None
     overrides = {}
-    for item in argv[1 if stage else 0 :]:
-        key, sep, value = item.partition("=")
+    items = [item for item in argv[1 if stage else 0 :] if item not in ("-c", "--context")]
+    for item in items:
+        key, sep, value = item.removeprefix("--context=").partition("=")
         if not sep:
-            print(f"error: '{item}' is not key=value; usage: python -m ops.cost [STAGE] [key=value ...]", file=sys.stderr)
+            print(f"error: '{item}' is not key=value; usage: python -m ops.cost [STAGE] [-c key=value ...]", file=sys.stderr)
             return 2
         overrides[key] = value
     if stage:

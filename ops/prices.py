@@ -15,3 +15,4 @@ NAT_GATEWAY_HOUR = 0.045
 GLUE_DPU_HOUR = 0.44
 GLUE_PYTHON_SHELL_MIN_DPU = 0.0625
 HOURS_PER_MONTH = 730
+BIGQUERY_ON_DEMAND_TIB = 6.25  # on-demand query pricing, per TiB billed (the first 1 TiB a month is free)

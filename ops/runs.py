@@ -56,7 +56,9 @@ def start(stage: str, shard: int | None = None) -> str:
     )
     response = boto3.client("ecs").run_task(
         cluster=outputs["ClusterName"],
-        taskDefinition=outputs["TaskDefinitionFamily"],
+        # The stack's own revision: the family's latest may be one someone else registered (with the job's roles
+        # and secret), and starting it would run their code with the key.
+        taskDefinition=outputs["TaskDefinitionArn"],
         count=1,
         propagateTags="TASK_DEFINITION",
         startedBy="run-now",

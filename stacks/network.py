@@ -106,7 +106,7 @@ def _accept_restrict_default_sg_function(network: Network) -> None:
         return
     role = provider.node.find_child("Role")
     handler = provider.node.find_child("Handler")
-    handler.remove_dependency(role)  # the handler's Role GetAtt already orders them (cfn-lint W3005)
+    handler.remove_resource_dependency(role)  # the handler's Role GetAtt already orders them (cfn-lint W3005)
     reason = ("CDK-provided handler run by CloudFormation once per deploy to revoke the default security group's "
               "rules; it takes no input from outside the stack and is not called at run time.")
     for check, why in (

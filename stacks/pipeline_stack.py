@@ -120,7 +120,7 @@ class EtlPipelineStack(Stack):
             "ScheduleRuleName": (schedule.rule.rule_name, "EventBridge rule that starts the job"),
             "DeadLetterQueueUrl": (schedule.dead_letter_queue.queue_url, "Failed launches land here"),
             "RunNowCommand": (
-                f"aws ecs run-task --cluster {cluster.cluster_name} --task-definition {job.task_definition.family} "
+                f"aws ecs run-task --cluster {cluster.cluster_name} --task-definition {job.task_definition.task_definition_arn} "
                 f"{launch} --propagate-tags TASK_DEFINITION --network-configuration "
                 f"'awsvpcConfiguration={{subnets=[{subnets}],securityGroups=[{network.security_group.security_group_id}],assignPublicIp={public_ip}}}'",
                 "Starts one run of the job now",

@@ -60,16 +60,21 @@ def deployed(aws: dict[str, str]) -> dict[str, str]:
     group = ec2.create_security_group(GroupName="etl", Description="etl", VpcId=vpc_id)["GroupId"]
     ecs = client(aws, "ecs")
     ecs.create_cluster(clusterName="etl-cluster")
-    ecs.register_task_definition(
-        family="etl-pipeline-dev",
-        requiresCompatibilities=["FARGATE"],
-        networkMode="awsvpc",
-        cpu="256",
-        memory="512",
-        containerDefinitions=[{"name": "etl", "image": "etl:latest", "essential": True, "memory": 512}],  # moto needs memory here
-    )
+    revisions = [
+        ecs.register_task_definition(
+            family="etl-pipeline-dev",
+            requiresCompatibilities=["FARGATE"],
+            networkMode="awsvpc",
+            cpu="256",
+            memory="512",
+            containerDefinitions=[{"name": "etl", "image": image, "essential": True, "memory": 512}],  # moto needs memory here
+        )["taskDefinition"]["taskDefinitionArn"]
+        # The stack's revision, then one someone registered later in the same family (say, with another image).
+        for image in ("etl:latest", "someone-elses:latest")
+    ]
     outputs = {
         "ClusterName": "etl-cluster",
+        "TaskDefinitionArn": revisions[0],
         "TaskDefinitionFamily": "etl-pipeline-dev",
         "SubnetIds": ",".join(subnets),
         "SecurityGroupId": group,
@@ -101,6 +106,9 @@ def test_start_runs_the_task_from_the_stack_outputs_and_stop_stops_it(aws: dict[
     assert "aws logs tail EtlPipeline-dev-JobLogs --follow" in started.stdout
     (task,) = ecs.describe_tasks(cluster="etl-cluster", tasks=[task_arn])["tasks"]
     assert task["startedBy"] == "run-now"
+    # The stack's own revision (TaskDefinitionArn), not the family's latest: starting a revision someone else
+    # registered would run their code with the job's secret.
+    assert task["taskDefinitionArn"] == deployed["TaskDefinitionArn"]
     assert task["taskDefinitionArn"].endswith("task-definition/etl-pipeline-dev:1")
 
     stopped = runs(aws, "stop", "--stage", "dev")

@@ -304,7 +304,11 @@ def test_outputs_give_what_an_operator_needs(dev: Template) -> None:
     for name in ("ClusterName", "TaskDefinitionArn", "LogGroupName", "SecretArn", "SubnetIds", "SecurityGroupId", "RunNowCommand"):
         assert name in outputs, name
     command = json.dumps(outputs["RunNowCommand"]["Value"])
-    for part in ("aws ecs run-task", "--task-definition etl-pipeline-dev", "--launch-type FARGATE", "assignPublicIp=ENABLED"):
+    # The stack's own revision (a Ref of the task definition is its ARN with the revision), never the family.
+    definition = logical_id(dev, "AWS::ECS::TaskDefinition")
+    assert f'" --task-definition ", {{"Ref": "{definition}"}}' in command
+    assert "--task-definition etl-pipeline-dev" not in command
+    for part in ("aws ecs run-task", "--launch-type FARGATE", "assignPublicIp=ENABLED"):
         assert part in command
 
 
