@@ -228,16 +228,19 @@ def _role(stack: Stack, trusted: str, name_part: str) -> str:
     )
 
 
+def _rule_arn(stack: Stack, rule: str) -> dict:
+    """The rule's ARN spelled from its name: a GetAtt of the rule would make rule and role depend on each other."""
+    return {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":events:", {"Ref": "AWS::Region"}, ":",
+                              {"Ref": "AWS::AccountId"}, f":rule/{stack.resources[rule]['Properties']['Name']}"]]}
+
+
 def eventbridge_runs_the_task(stack: Stack) -> None:
     rule = schedule_rule(stack)
     (target,) = stack.resources[rule]["Properties"]["Targets"]
     events_role = _role(stack, "events.amazonaws.com", "EventsRole")
     assert target["RoleArn"] == {"Fn::GetAtt": [events_role, "Arn"]}
     trust = the_statement_admitting(stack.trust(events_role), service="events.amazonaws.com", actions=("sts:AssumeRole",))
-    # The rule ARN is spelled from the rule's name: a GetAtt of the rule would make rule and role depend on each other.
-    rule_arn = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":events:", {"Ref": "AWS::Region"}, ":",
-                                  {"Ref": "AWS::AccountId"}, f":rule/{stack.resources[rule]['Properties']['Name']}"]]}
-    check_sources(trust, source_arns=[rule_arn], required=True)
+    check_sources(trust, source_arns=[_rule_arn(stack, rule)], required=True)
     task_definition = stack.one("AWS::ECS::TaskDefinition")
     statements = stack.role_statements(events_role)
     run = [s for s in statements if s["Effect"] == "Allow" and _covers(s["Action"], "ecs:RunTask")]
@@ -258,7 +261,7 @@ def eventbridge_starts_the_fan_out(stack: Stack) -> None:
     assert target["Arn"] == {"Ref": machine}
     role = target["RoleArn"]["Fn::GetAtt"][0]
     trust = the_statement_admitting(stack.trust(role), service="events.amazonaws.com", actions=("sts:AssumeRole",))
-    check_sources(trust, source_arns=[{"Fn::GetAtt": [rule, "Arn"]}], required=False)
+    check_sources(trust, source_arns=[_rule_arn(stack, rule)], required=True)
     assert _allowed_resources(stack.role_statements(role), "states:StartExecution") == [{"Ref": machine}]
 
 
