@@ -25,10 +25,11 @@ def error_message(done) -> str:
     return error["message"]
 
 
-def test_a_transform_returning_only_what_it_changes_keeps_every_other_column(job):
+@pytest.mark.parametrize("transform", ["only_changes", "changes_with_key"])
+def test_a_transform_returning_only_what_it_changes_keeps_every_other_column(job, transform):
     job.seed(30)
 
-    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:only_changes")
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:{transform}")
 
     assert done.returncode == 0, done.stderr
     rows = job.rows()

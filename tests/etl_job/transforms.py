@@ -34,6 +34,11 @@ def only_changes(row: dict) -> dict:
     return {"name": row["name"].replace("Doe", "Das")}
 
 
+def changes_with_key(row: dict) -> dict:
+    """Returns the key and the column it changes, the shape the issue reported losing every other column."""
+    return {"id": row["id"], "name": row["name"].replace("Doe", "Das")}
+
+
 def only_does(row: dict):
     """The tutorial's filter: keep only the rows with "Doe" in the name."""
     return transform(row) if "Doe" in row["name"] else SKIP
