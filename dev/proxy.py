@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import http.client
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import SplitResult
 
 
-def forward(handler: BaseHTTPRequestHandler, target: SplitResult, body: bytes) -> None:
-    """Send the handler's request (with ``body``) to ``target`` and write the answer back, framed by length."""
+def send(target: SplitResult, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict, bytes]:
+    """Send one request to ``target``; return the answer's status, headers and body."""
     upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
-    headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
-    upstream.request(handler.command, handler.path, body=body, headers=headers)
+    forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+    upstream.request(method, path, body=body, headers=forwarded)
     response = upstream.getresponse()
     data = response.read()
-    handler.send_response(response.status)
-    for name, value in response.getheaders():
+    upstream.close()
+    return response.status, dict(response.getheaders()), data
+
+
+def answer(handler: BaseHTTPRequestHandler, status: int, headers: Mapping[str, str], data: bytes) -> None:
+    """Write an answer back through the handler, framed by length."""
+    handler.send_response(status)
+    for name, value in headers.items():
         if name.lower() not in ("transfer-encoding", "connection", "content-length"):
             handler.send_header(name, value)
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
-    upstream.close()
+
+
+def forward(handler: BaseHTTPRequestHandler, target: SplitResult, body: bytes) -> None:
+    """Send the handler's request (with ``body``) to ``target`` and write the answer back."""
+    answer(handler, *send(target, handler.command, handler.path, body, handler.headers))

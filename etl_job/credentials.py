@@ -97,12 +97,7 @@ def _from_json(text: str) -> GoogleAuth:
     # Nothing from the secret's text reaches a message or a log line: only field names and JSON types,
     # as any field may hold a pasted key.
     name = contract.GOOGLE_CREDENTIALS_JSON
-    if not text.strip():
-        raise JobError(f"{name} is empty: {PUT_SECRET_HINT}")
-    try:
-        info = json.loads(text)
-    except ValueError:
-        raise JobError(f"{name} is not valid JSON: {PUT_SECRET_HINT}") from None
+    info = parse_json_text(name, text, PUT_SECRET_HINT)
     if not isinstance(info, dict):
         raise JobError(f"{name} is not a JSON object (it is {_json_type(info)}): {PUT_SECRET_HINT}")
     if "placeholder" in info:
@@ -117,6 +112,16 @@ def _from_json(text: str) -> GoogleAuth:
         )
     _check_field_types(info, kind)
     return _credentials(info, kind)
+
+
+def parse_json_text(name: str, text: str, fix: str) -> object:
+    """The JSON value of variable ``name``; a JobError naming it and ``fix`` if it is empty or not JSON (never the text)."""
+    if not text.strip():
+        raise JobError(f"{name} is empty: {fix}")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise JobError(f"{name} is not valid JSON: {fix}") from None
 
 
 def _check_field_types(info: dict, kind: str) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from google.auth import aws, exceptions
 
 from etl_job import contract
+from etl_job.credentials import parse_json_text
 from etl_job.errors import JobError
 
 NAME = contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG
@@ -146,12 +147,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _parse(text: str) -> dict:
-    if not text.strip():
-        raise JobError(f"{NAME} is empty: {_FIX_CONFIG}")
-    try:
-        info = json.loads(text)
-    except ValueError:
-        raise JobError(f"{NAME} is not valid JSON: {_FIX_CONFIG}") from None
+    info = parse_json_text(NAME, text, _FIX_CONFIG)
     if not isinstance(info, dict) or info.get("type") != "external_account":
         raise JobError(f"{NAME} is not an external_account credential configuration: {_FIX_CONFIG}")
     problems = []

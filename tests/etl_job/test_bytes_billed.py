@@ -8,7 +8,6 @@ BigQuery's ``bytesBilledLimitExceeded`` error.
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from dev import proxy as forwarding
 from tests.etl_job.test_job import emf_lines, log_lines
 
 BILLED = 20 * 1024 * 1024  # what each query "bills" through the proxy
@@ -40,18 +40,10 @@ class BillingProxy:
                     message = f"Query exceeded limit for bytes billed: {query.get('maximumBytesBilled')}. {BILLED} or higher required."
                     error = {"code": 400, "message": message, "status": "INVALID_ARGUMENT",
                              "errors": [{"reason": "bytesBilledLimitExceeded", "domain": "global", "message": message}]}
-                    return self._answer(400, json.dumps({"error": error}).encode(), {"Content-Type": "application/json"})
-                status, headers, data = proxy._send(self.command, self.path, body, self.headers)
-                self._answer(status, proxy._with_statistics(data), headers)
-
-            def _answer(self, status: int, data: bytes, headers: dict) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    return forwarding.answer(self, 400, {"Content-Type": "application/json"},
+                                             json.dumps({"error": error}).encode())
+                status, headers, data = forwarding.send(proxy.target, self.command, self.path, body, self.headers)
+                forwarding.answer(self, status, headers, proxy._with_statistics(data))
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward  # noqa: N815
 
@@ -73,15 +65,6 @@ class BillingProxy:
         if query is not None:
             self.queries.append(query)
         return query
-
-    def _send(self, method: str, path: str, body: bytes, headers) -> tuple[int, dict, bytes]:
-        connection = http.client.HTTPConnection(self.target.hostname, self.target.port, timeout=60)
-        forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
-        connection.request(method, path, body=body, headers=forwarded)
-        response = connection.getresponse()
-        data = response.read()
-        connection.close()
-        return response.status, dict(response.getheaders()), data
 
     @staticmethod
     def _with_statistics(data: bytes) -> bytes:
