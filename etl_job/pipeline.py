@@ -274,13 +274,8 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
         if problems:
             raise JobError(f"destination table {config.destination_table} (ETL_DESTINATION_TABLE) does not fit what "
                            f"the job writes: {'; '.join(problems)}; or drop the table and let the job create it")
-    elif not bq.dataset_exists(config.destination_table):
-        dataset = f"{config.destination_table.project}:{config.destination_table.dataset}"
-        raise JobError(
-            f"dataset {dataset.replace(':', '.')} of ETL_DESTINATION_TABLE does not exist: create it "
-            f"(bq mk --dataset --location=<the source's location> {dataset})"
-        )
     else:
+        require_dataset(bq, config.destination_table)
         destination = bq.create_table(config.destination_table, expected, clustering=[key])
         log.info("created destination table", extra=fields(table=str(config.destination_table)))
     errors_schema = [
@@ -309,6 +304,16 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
         staged_json=_staged_as(destination.schema, "JSON"), staged_bytes=_staged_as(destination.schema, "BYTES"),
         key=key,
     )
+
+
+def require_dataset(bq: BigQuery, table: TableId) -> None:
+    """Raise a JobError naming the `bq mk` command unless the destination table's dataset exists."""
+    if not bq.dataset_exists(table):
+        dataset = f"{table.project}:{table.dataset}"
+        raise JobError(
+            f"dataset {dataset.replace(':', '.')} of ETL_DESTINATION_TABLE does not exist: create it "
+            f"(bq mk --dataset --location=<the source's location> {dataset})"
+        )
 
 
 def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:

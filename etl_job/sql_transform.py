@@ -23,18 +23,16 @@ import time
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from etl_job import contract, stopping
+from etl_job import contract, schema, stopping
 from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import JobError
 from etl_job.logs import fields
-from etl_job.pipeline import LINEAGE, RunResult, Shard, filter_sql, new_run_id
+from etl_job.pipeline import LINEAGE, RunResult, Shard, filter_sql, new_run_id, require_dataset
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 500
-# Legacy type names (what a dry run's schema may use) to their standard SQL names.
-_STANDARD_TYPES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "RECORD": "STRUCT"}
 
 
 def check_source_filter(config: Config, bq: BigQuery) -> None:
@@ -177,22 +175,15 @@ def _prepare_destination(config: Config, bq: BigQuery, source: list, output: lis
     if destination is not None:
         missing = [f for f in [*output, *LINEAGE] if f.name not in {d.name for d in destination.schema}]
         if missing:
-            alter = ", ".join(f"ADD COLUMN `{f.name}` {_standard(f.field_type)}" for f in missing)
+            alter = ", ".join(f"ADD COLUMN `{f.name}` {schema.standard(f.field_type)}" for f in missing)
             raise JobError(f"destination table {config.destination_table} lacks columns the SQL transform writes "
                            f"{[f.name for f in missing]}: ALTER TABLE {config.destination_table.sql} {alter}; "
                            "or drop the table and let the job create it")
         return
-    if not bq.dataset_exists(config.destination_table):
-        dataset = f"{config.destination_table.project}:{config.destination_table.dataset}"
-        raise JobError(f"dataset {dataset.replace(':', '.')} of ETL_DESTINATION_TABLE does not exist: create it "
-                       f"(bq mk --dataset --location=<the source's location> {dataset})")
+    require_dataset(bq, config.destination_table)
     by_name = {f.name: f for f in source}
-    schema = [by_name[f.name] if f.name in by_name and _standard(by_name[f.name].field_type) == _standard(f.field_type)
-              else bigquery.SchemaField(f.name, _standard(f.field_type), mode="REPEATED" if f.mode == "REPEATED"
-                                        else "NULLABLE", fields=f.fields) for f in output]
-    bq.create_table(config.destination_table, [*schema, *LINEAGE], clustering=[config.key_column])
+    columns = [by_name[f.name] if f.name in by_name and schema.standard(by_name[f.name].field_type) == schema.standard(f.field_type)
+               else bigquery.SchemaField(f.name, schema.standard(f.field_type), mode="REPEATED" if f.mode == "REPEATED"
+                                         else "NULLABLE", fields=f.fields) for f in output]
+    bq.create_table(config.destination_table, [*columns, *LINEAGE], clustering=[config.key_column])
     log.info("created destination table", extra=fields(table=str(config.destination_table)))
-
-
-def _standard(field_type: str) -> str:
-    return _STANDARD_TYPES.get(field_type.upper(), field_type.upper())
