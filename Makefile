@@ -69,8 +69,24 @@ integration: setup image $(LOCALSTACK_STAMP) ## Heavier checks against real impl
 image: ## Build the job's image with Docker; first installs docker.io, starts dockerd, builds the base (idempotent, root)
 	python3 -m dev.image
 
-lint: setup ## ruff over all Python code (ruff.toml)
-	$(VENV)/bin/ruff check .
+# TEMPORARY (issue 13): files being rewritten by other helpers right now, exempt from the complexity,
+# function-length and type gates (every other ruff rule still applies). Whoever merges a file's rewrite
+# removes it here in the same merge; the list must end empty, and then goes with GATED below.
+GATES_PENDING := \
+  etl_job/bigquery_io.py etl_job/pipeline.py dev/local_bigquery.py dev/bench.py \
+  stacks/config.py etl_job/config.py etl_job/contract.py \
+  stacks/alerts.py stacks/schedule.py stacks/fanout.py stacks/pipeline_stack.py stacks/job.py ops/runs.py \
+  dev/audit.py dev/key_readers.py \
+  etl_job/__main__.py etl_job/schema.py etl_job/credentials.py etl_job/logs.py etl_job/overlap.py \
+  etl_job/sql_transform.py etl_job/stopping.py etl_job/transform.py etl_job/workload_identity.py \
+  stacks/network.py stacks/schedule_expression.py stacks/workload_identity.py \
+  dev/local_aws.py dev/local_wif.py dev/proxy.py
+GATED := $(filter-out $(GATES_PENDING),$(wildcard app.py stacks/*.py etl_job/*.py ops/*.py dev/*.py))
+
+lint: setup ## ruff (with McCabe complexity), function length and mypy over all Python code (ruff.toml, mypy.ini)
+	$(VENV)/bin/ruff check $(foreach file,$(GATES_PENDING),--extend-per-file-ignores=$(file):C901) .
+	$(PY) -m dev.function_length $(GATED) tests
+	$(VENV)/bin/mypy --follow-imports=silent $(GATED)
 
 audit: setup ## cdk-nag, cfn-lint, checkov and hadolint; report in cdk.out/audit/
 	$(PY) -m dev.audit
