@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from dev import proxy as forwarding
-from tests.etl_job.test_job import emf_lines, log_lines
+from tests.support import emf_lines, log_lines
 
 BILLED = 20 * 1024 * 1024  # what each query "bills" through the proxy
 

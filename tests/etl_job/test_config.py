@@ -137,7 +137,7 @@ def test_domain_scoped_projects_are_table_ids():
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_the_stacks_environment_is_valid_for_the_job_with_the_same_values(stage):
     from stacks.job import job_environment
-    from tests.stacks.conftest import build_config
+    from tests.support import build_config
 
     stack = build_config(stage=stage)
     env = job_environment(stack)
@@ -155,7 +155,7 @@ def test_the_stacks_environment_is_valid_for_the_job_with_the_same_values(stage)
 
 def test_the_stacks_optional_sql_reaches_the_job_unchanged():
     from stacks.job import job_environment
-    from tests.stacks.conftest import build_config
+    from tests.support import build_config
 
     stack = build_config(source_filter="name LIKE '%Doe%'", transform_sql="transform.sql")
     env = job_environment(stack)

@@ -13,8 +13,7 @@ import sys
 
 import pytest
 
-from tests.etl_job.conftest import ROOT
-from tests.etl_job.test_job import log_lines
+from tests.support import ROOT, log_lines
 
 # Nothing listens here: a token request fails at once instead of reaching Google.
 CLOSED_TOKEN_URI = "http://127.0.0.1:9/token"

@@ -10,8 +10,7 @@ from google.cloud import bigquery
 
 from dev.local_bigquery import PROJECT
 from etl_job import bigquery_io, config, credentials, pipeline, schema, stopping
-from tests.etl_job.conftest import ROOT, source_row, source_schema
-from tests.etl_job.test_job import assert_no_traceback, business_columns, expected_rows, log_lines
+from tests.support import ROOT, assert_no_traceback, business_columns, expected_rows, log_lines, source_row, source_schema
 
 TRANSFORMS = "tests.etl_job.transforms"
 

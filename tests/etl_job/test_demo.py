@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.etl_job.conftest import ROOT
+from tests.support import ROOT
 
 
 def test_demo_runs_the_job_and_exits_with_its_code():

@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-import decimal
-import json
 import signal
 import time
 
 import pytest
 
 from etl_job import metrics, stopping
-from tests.etl_job.conftest import kill_after_first_batch, source_row
-
-SLOW = "tests.etl_job.transforms:slow"
-
-
-def expected_rows(n: int) -> list[dict]:
-    """What one clean run writes for a source of n rows, without the lineage columns."""
-    rows = []
-    for i in range(1, n + 1):
-        row = source_row(i)
-        rows.append({"id": i, "name": row["name"].replace("Doe", "Das"), "score": decimal.Decimal(row["score"])})
-    return rows
-
-
-def business_columns(rows: list[dict]) -> list[dict]:
-    return [{"id": r["id"], "name": r["name"], "score": r["score"]} for r in rows]
-
-
-def log_lines(stderr: str) -> list[dict]:
-    """The job's JSON log lines (every stderr line must be one)."""
-    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
-
-
-def emf_lines(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith('{"_aws"')]
-
-
-def assert_no_traceback(process) -> None:
-    assert "Traceback" not in process.stderr and "Traceback" not in process.stdout
+from tests.support import (
+    SLOW,
+    assert_no_traceback,
+    business_columns,
+    emf_lines,
+    expected_rows,
+    kill_after_first_batch,
+    log_lines,
+    source_row,
+)
 
 
 def test_happy_path_loads_every_row_transformed_with_lineage_and_signals_success(job):

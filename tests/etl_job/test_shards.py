@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from etl_job import contract
-from tests.etl_job.conftest import kill_after_first_batch, source_row
-from tests.etl_job.test_job import SLOW, business_columns, expected_rows, log_lines
+from tests.support import SLOW, business_columns, expected_rows, kill_after_first_batch, log_lines, source_row
 
 SHARDS = 4
 ROWS = 2000

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.etl_job.conftest import ROOT
+from tests.support import ROOT
 
 DEMO_SQL = (ROOT / "etl_job" / "transform.sql").read_text()
 DOE = "name LIKE '%Doe%'"

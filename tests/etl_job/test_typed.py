@@ -9,7 +9,7 @@ import re
 
 from etl_job import bigquery_io, schema
 from tests.etl_job import typed
-from tests.etl_job.test_job import log_lines
+from tests.support import log_lines
 
 UNCHANGED = "tests.etl_job.transforms:unchanged"
 

@@ -19,7 +19,7 @@ from google.auth.transport.requests import Request
 from dev.local_wif import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, AwsError, BearerProxy, LocalAws, LocalGoogle
 from etl_job import contract, workload_identity
 from etl_job.errors import JobError
-from tests.etl_job.test_job import assert_no_traceback, business_columns, expected_rows, log_lines
+from tests.support import assert_no_traceback, business_columns, expected_rows, log_lines
 
 REGION = "eu-west-1"
 PROVIDER = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/etl-pool/providers/aws-etl"

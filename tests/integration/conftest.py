@@ -17,10 +17,7 @@ from pathlib import Path
 import pytest
 
 from dev.image import DOCKER, SetupError, ensure_image
-
-# The job's local BigQuery fixtures, shared with tests/etl_job (imported fixtures are registered here).
-from tests.etl_job.conftest import bq_client, job, local_bigquery  # noqa: F401
-from tests.stacks.conftest import synth
+from tests.support import synth
 
 _HERE = Path(__file__).resolve().parent
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from dev.local_aws import ACCOUNT, REGION
-from tests.stacks.conftest import synth
+from tests.support import synth
 
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/EtlPipeline-dev-Cluster"
 LOG_GROUP = "EtlPipeline-dev-JobLogs"

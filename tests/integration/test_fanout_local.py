@@ -33,7 +33,7 @@ import pytest
 
 from dev.local_aws import ACCOUNT, REGION, LocalAws
 from stacks.fanout import LAUNCH_ERRORS
-from tests.stacks.conftest import synth
+from tests.support import synth
 
 MACHINE = "etl-pipeline-dev"
 # What Step Functions raises for a task that stopped with a non-zero exit, and for a state that timed

@@ -6,14 +6,12 @@ since no image registry is reachable here; the Dockerfile names python:3.11.13-s
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.etl_job.conftest import source_row
+from tests.support import expected_rows
 
 JOB_DIR = Path(__file__).resolve().parents[2] / "etl_job"
 # Test code the container runs (a probe, a transform), mounted read-only: it is not part of the image.
@@ -87,7 +85,7 @@ def test_the_image_runs_the_job_exactly_with_a_transform_that_writes_temp_files(
     end = json.loads(done.stderr.splitlines()[-1])
     assert end["message"] == "job finished" and end["rows_loaded"] == 300 and end["exit_code"] == 0
     rows = job.rows()
-    assert [{k: r[k] for k in ("id", "name", "score", "created_at")} for r in rows] == expected_rows(300)
+    assert [{k: r[k] for k in ("id", "name", "score", "created_at")} for r in rows] == expected_rows(300, with_created_at=True)
     assert {r["run_id"] for r in rows} == {end["run_id"]} and all(r["processed_at"] for r in rows)
     assert job.count(job.errors) == 0
 
@@ -109,14 +107,3 @@ def _local(job) -> dict[str, str]:
         "ETL_DESTINATION_TABLE": job.destination,
         "NO_GCE_CHECK": "True",  # google.auth: do not probe for a GCE metadata server
     }
-
-
-def expected_rows(n: int) -> list[dict]:
-    """What one clean run writes for the seeded source of n rows, without the lineage columns."""
-    rows = []
-    for i in range(1, n + 1):
-        row = source_row(i)
-        created_at = datetime.datetime.fromisoformat(row["created_at"].replace("Z", "+00:00"))
-        name = row["name"].replace("Doe", "Das")
-        rows.append({"id": i, "name": name, "score": decimal.Decimal(row["score"]), "created_at": created_at})
-    return rows

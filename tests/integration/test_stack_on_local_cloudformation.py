@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from tests.stacks.conftest import synth
+from tests.support import synth
 
 # What `cdk bootstrap` writes; the template's BootstrapVersion parameter reads it.
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 from ops import prices
 from ops.cost import report
-from tests.stacks.conftest import build_config
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT, build_config
 
 
 def test_make_cost_applies_cdk_args() -> None:

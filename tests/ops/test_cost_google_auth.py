@@ -3,7 +3,7 @@
 from dev.audit import CONFIGURATIONS
 from ops import prices
 from ops.cost import estimate
-from tests.stacks.conftest import build_config
+from tests.support import build_config
 
 
 def test_a_keyless_stage_costs_one_secret_less() -> None:

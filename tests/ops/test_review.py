@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from ops.review import REFRESH_COMMAND, STAGES, normalize, review_path
-from tests.stacks.conftest import synth
-from tests.stacks.test_cli import CDK, ROOT, offline_env
+from tests.support import CDK, ROOT, offline_env, synth
 
 
 @pytest.mark.parametrize("stage", STAGES)

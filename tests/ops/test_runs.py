@@ -14,7 +14,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 def free_port() -> int:

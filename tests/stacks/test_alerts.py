@@ -9,8 +9,7 @@ from aws_cdk.assertions import Template
 
 from etl_job import contract, metrics
 from stacks.schedule_expression import missed_run_window_minutes
-from tests.stacks.conftest import synth
-from tests.stacks.test_pipeline_stack import container, logical_id, only
+from tests.support import container, logical_id, only, synth
 
 
 def alarms(template: Template) -> dict[str, dict]:

@@ -10,21 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CDK = ROOT / "node_modules" / ".bin" / "cdk"
-
-
-def offline_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-        CDK_DISABLE_VERSION_CHECK="1",
-        npm_config_update_notifier="false",
-        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
-        CDK_HOME=str(tmp_path / "cdk-home"),
-        HOME=str(tmp_path / "home"),  # no ~/.aws: prove synth needs no credentials
-    )
-    return env
+from tests.support import CDK, ROOT, offline_env
 
 
 def cdk(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

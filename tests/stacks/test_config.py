@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stacks.config import JOB_DIR, KEYS, ConfigError, StageConfig, load
-from tests.stacks.conftest import CDK_JSON_CONTEXT, build_config
+from tests.support import CDK_JSON_CONTEXT, build_config
 
 
 def test_cdk_json_defaults_cover_every_key() -> None:

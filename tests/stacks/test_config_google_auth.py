@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stacks.config import ConfigError
-from tests.stacks.conftest import build_config
+from tests.support import build_config
 
 PROVIDER = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/etl-pool/providers/aws-etl"
 SERVICE_ACCOUNT = "etl-job@my-gcp-project.iam.gserviceaccount.com"

@@ -11,8 +11,7 @@ from aws_cdk.assertions import Template
 from etl_job import contract
 from stacks import limits
 from stacks.fanout import shard_timeout_seconds
-from tests.stacks.conftest import synth
-from tests.stacks.test_pipeline_stack import logical_id, only, policy_statements, schedule_rule
+from tests.support import logical_id, only, policy_statements, schedule_rule, synth
 
 SHARDS = {"shards": "8", "max_parallel_shards": "3"}
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.stacks.conftest import synth
+from tests.support import synth
 
 ACCOUNT = {"Ref": "AWS::AccountId"}
 SECURE_TRANSPORT_ONLY = {"Bool": {"aws:SecureTransport": "false"}}

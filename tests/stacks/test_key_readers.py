@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dev.key_readers import key_readers
-from tests.stacks.test_security import task_definition, template
+from tests.support import audited_template, task_definition
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # Every call that reads the key or leads to it (issue 14, finding 1): each must be in the report and the README.
@@ -19,14 +19,14 @@ ROUTES = (
 
 
 def report(name: str) -> str:
-    t = template(name)
+    t = audited_template(name)
     return "\n".join(key_readers(t, {}))
 
 
 @pytest.mark.parametrize("name", ["dev", "dev-spot-kms", "dev-existing-vpc", "dev-shards"])
 def test_every_route_to_the_key_is_in_the_report(name: str) -> None:
     text = report(name)
-    t = template(name)
+    t = audited_template(name)
     _, definition = task_definition(t)
     assert definition["ExecutionRoleArn"]["Fn::GetAtt"][0] in text
     missing = [route for route in ROUTES if route not in text and not (route == "kms:Decrypt" and name == "dev-existing-vpc")]

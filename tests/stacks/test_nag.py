@@ -9,7 +9,7 @@ from aws_cdk.assertions import Template
 
 import stacks.nag
 from app import build
-from tests.stacks.conftest import CDK_JSON_CONTEXT, build_config
+from tests.support import CDK_JSON_CONTEXT, build_config
 
 MODULES = ("stacks.job", "stacks.network", "stacks.schedule", "stacks.pipeline_stack", "stacks.fanout")
 

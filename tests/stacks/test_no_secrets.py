@@ -17,7 +17,7 @@ from app import build
 from dev.audit import CONFIGURATIONS
 from etl_job import contract
 from stacks.job import ETL_JOB_DIR, SECRET_PLACEHOLDER
-from tests.stacks.conftest import CDK_JSON_CONTEXT, build_config, synth
+from tests.support import CDK_JSON_CONTEXT, build_config, synth
 
 # A fake service-account key: the marker is its distinctive content, found nowhere else.
 MARKER = "AuditFakeKeyMaterial7f3a9c0e"

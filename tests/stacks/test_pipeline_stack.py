@@ -10,31 +10,7 @@ from aws_cdk.assertions import Match, Template
 from etl_job import contract
 from stacks import limits
 from stacks.job import SECRET_PLACEHOLDER
-from tests.stacks.conftest import synth
-
-
-def only(template: Template, resource_type: str) -> tuple[str, dict]:
-    resources = template.find_resources(resource_type)
-    assert len(resources) == 1, f"expected one {resource_type}, found {list(resources)}"
-    return next(iter(resources.items()))
-
-
-def logical_id(template: Template, resource_type: str) -> str:
-    return only(template, resource_type)[0]
-
-
-def container(template: Template) -> dict:
-    definitions = only(template, "AWS::ECS::TaskDefinition")[1]["Properties"]["ContainerDefinitions"]
-    assert len(definitions) == 1
-    return definitions[0]
-
-
-def policy_statements(template: Template, role_logical_id: str) -> list[dict]:
-    statements = []
-    for policy in template.find_resources("AWS::IAM::Policy").values():
-        if {"Ref": role_logical_id} in policy["Properties"]["Roles"]:
-            statements += policy["Properties"]["PolicyDocument"]["Statement"]
-    return statements
+from tests.support import container, logical_id, only, policy_statements, schedule_rule, synth
 
 
 def role_id(template: Template, name_part: str) -> str:
@@ -200,11 +176,6 @@ def test_security_group_has_no_ingress_and_https_egress_only(dev: Template) -> N
     assert group["Properties"]["SecurityGroupEgress"] == [
         {"CidrIp": "0.0.0.0/0", "Description": "HTTPS to Google and AWS APIs", "FromPort": 443, "IpProtocol": "tcp", "ToPort": 443}
     ]
-
-
-def schedule_rule(template: Template) -> tuple[str, dict]:
-    (found,) = [(k, r) for k, r in template.find_resources("AWS::Events::Rule").items() if "ScheduleExpression" in r["Properties"]]
-    return found
 
 
 def ecs_parameters(template: Template) -> dict:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dev.audit import as_list, statements
-from tests.stacks.conftest import synth
+from tests.support import synth
 
 BREAK_GLASS = "arn:aws:iam::123456789012:role/security/break-glass"
 ADMIN = "arn:aws:iam::123456789012:role/Admin"  # any other principal, e.g. one with secretsmanager:* on *

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from dev.audit import CONFIGURATIONS, RESOURCE_POLICIES, as_list, statements
-from tests.stacks.conftest import synth
+from tests.support import audited_template, resources_of, role_of, synth, task_definition
 
 ETL_JOB_DIR = Path(__file__).resolve().parents[2] / "etl_job"
 
@@ -49,14 +49,6 @@ TASK_ROLE_ACTIONS = {"ecs:ListTasks", "ecs:DescribeTasks"}
 
 Template = dict[str, Any]
 Statement = dict[str, Any]
-
-
-def template(name: str) -> Template:
-    return synth(**CONFIGURATIONS[name]).to_json()
-
-
-def resources_of(template: Template, *types: str) -> dict[str, dict[str, Any]]:
-    return {k: r for k, r in template["Resources"].items() if r["Type"] in types}
 
 
 def role_statements(template: Template) -> dict[str, list[Statement]]:
@@ -91,21 +83,6 @@ def resource_policy_statements(template: Template) -> list[tuple[str, Statement]
 
 def actions(statement: Statement) -> list[str]:
     return as_list(statement.get("Action", []))
-
-
-def role_of(template: Template, service: str) -> list[str]:
-    """The roles that ``service`` (e.g. events.amazonaws.com) may assume."""
-    return [
-        role_id
-        for role_id, role in resources_of(template, "AWS::IAM::Role").items()
-        for s in statements(role["Properties"]["AssumeRolePolicyDocument"])
-        if service in as_list(s.get("Principal", {}).get("Service", []))
-    ]
-
-
-def task_definition(template: Template) -> tuple[str, dict[str, Any]]:
-    ((logical_id, definition),) = resources_of(template, "AWS::ECS::TaskDefinition").items()
-    return logical_id, definition["Properties"]
 
 
 def is_account_root_key_admin(logical_id: str, statement: Statement, template: Template) -> bool:
@@ -193,7 +170,7 @@ RULES: list[Callable[[Template], list[str]]] = [
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.__name__)
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_every_policy_in_the_template_keeps_the_rule(name: str, rule: Callable[[Template], list[str]]) -> None:
-    assert rule(template(name)) == []
+    assert rule(audited_template(name)) == []
 
 
 # --- each role holds exactly what its user needs -----------------------------------------------
@@ -201,7 +178,7 @@ def test_every_policy_in_the_template_keeps_the_rule(name: str, rule: Callable[[
 
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_the_execution_role_reads_only_the_jobs_secret_and_writes_only_its_log_group(name: str) -> None:
-    t = template(name)
+    t = audited_template(name)
     _, definition = task_definition(t)
     granted = role_statements(t)[definition["ExecutionRoleArn"]["Fn::GetAtt"][0]]
     (container,) = definition["ContainerDefinitions"]
@@ -230,7 +207,7 @@ def state_machines(template: Template) -> list[str]:
 
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_the_events_role_runs_only_this_task_definition_and_passes_only_its_two_roles(name: str) -> None:
-    t = template(name)
+    t = audited_template(name)
     definition_id, definition = task_definition(t)
     ((cluster_id, _),) = resources_of(t, "AWS::ECS::Cluster").items()
     events_roles = role_of(t, "events.amazonaws.com")
@@ -269,7 +246,7 @@ SHARDED = [name for name, config in CONFIGURATIONS.items() if int(config.get("sh
 def test_the_state_machine_role_runs_only_this_task_definition_passes_only_its_two_roles_and_alerts_only_the_topic(
     name: str,
 ) -> None:
-    t = template(name)
+    t = audited_template(name)
     definition_id, definition = task_definition(t)
     ((cluster_id, _),) = resources_of(t, "AWS::ECS::Cluster").items()
     ((topic_id, topic),) = resources_of(t, "AWS::SNS::Topic").items()
@@ -297,7 +274,7 @@ def test_the_state_machine_role_runs_only_this_task_definition_passes_only_its_t
 
 
 def test_run_task_is_granted_on_this_family_only() -> None:
-    t = template("dev")
+    t = audited_template("dev")
     definition_id, definition = task_definition(t)
     assert definition["Family"] == "etl-pipeline-dev"
     runs = [s for role_id in role_of(t, "events.amazonaws.com") for s in role_statements(t)[role_id] if "ecs:RunTask" in actions(s)]
@@ -306,7 +283,7 @@ def test_run_task_is_granted_on_this_family_only() -> None:
 
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_the_task_role_holds_only_the_overlap_check_on_its_cluster(name: str) -> None:
-    t = template(name)
+    t = audited_template(name)
     _, definition = task_definition(t)
     ((cluster_id, _),) = resources_of(t, "AWS::ECS::Cluster").items()
     granted = role_statements(t)[definition["TaskRoleArn"]["Fn::GetAtt"][0]]
@@ -329,7 +306,7 @@ def test_the_job_calls_every_api_its_task_role_allows() -> None:
 
 def _with_statement(statement: Statement, role: str = "task", name: str = "dev") -> Template:
     """The ``name`` template with ``statement`` added to the task, execution, events or states role's policy."""
-    t = copy.deepcopy(template(name))
+    t = copy.deepcopy(audited_template(name))
     _, definition = task_definition(t)
     role_id = {
         "task": lambda: definition["TaskRoleArn"]["Fn::GetAtt"][0],
@@ -353,12 +330,12 @@ def _with_statement(statement: Statement, role: str = "task", name: str = "dev")
     ],
 )
 def test_the_rules_catch_a_broad_identity_statement(rule: Callable[[Template], list[str]], statement: Statement) -> None:
-    assert rule(template("dev")) == []
+    assert rule(audited_template("dev")) == []
     assert rule(_with_statement(statement))
 
 
 def test_the_rules_catch_a_public_resource_policy_and_an_unknown_policy_type() -> None:
-    t = copy.deepcopy(template("dev"))
+    t = copy.deepcopy(audited_template("dev"))
     ((_, queue_policy),) = resources_of(t, "AWS::SQS::QueuePolicy").items()
     queue_policy["Properties"]["PolicyDocument"]["Statement"].append(
         {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sqs:SendMessage", "Resource": "*"}
@@ -407,7 +384,7 @@ def test_the_role_tests_fail_on_an_extra_grant(
 ) -> None:
     name = "dev-shards" if role == "states" or "StartExecution" in statement["Action"] else "dev"
     widened = _with_statement(statement, role, name)
-    monkeypatch.setattr(sys.modules[__name__], "template", lambda name: widened)
+    monkeypatch.setattr(sys.modules[__name__], "audited_template", lambda name: widened)
     with pytest.raises(AssertionError):
         test(name)
 

@@ -1,7 +1,7 @@
 """`make run` opens with a summary of what `cdk deploy` would create."""
 
 from dev.summary import summarize
-from tests.stacks.conftest import synth
+from tests.support import synth
 
 
 def test_summary_names_the_task_schedule_tables_and_resources() -> None:

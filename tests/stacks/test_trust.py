@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from dev.audit import CONFIGURATIONS, statements
-from tests.stacks.test_security import resources_of, role_of, task_definition, template
+from tests.support import audited_template, resources_of, role_of, task_definition
 
 ACCOUNT = {"Ref": "AWS::AccountId"}
 ECS_OF_THIS_ACCOUNT = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":ecs:", {"Ref": "AWS::Region"}, ":", ACCOUNT, ":*"]]}
@@ -27,7 +27,7 @@ def trust(t: dict, role_id: str) -> list[dict]:
 
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_the_task_role_trusts_only_ecs_tasks_of_this_account(name: str) -> None:
-    t = template(name)
+    t = audited_template(name)
     _, definition = task_definition(t)
     (statement,) = trust(t, definition["TaskRoleArn"]["Fn::GetAtt"][0])
     assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
@@ -39,7 +39,7 @@ def test_the_task_role_trusts_only_ecs_tasks_of_this_account(name: str) -> None:
 
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_the_events_role_trusts_only_the_schedule_rule(name: str) -> None:
-    t = template(name)
+    t = audited_template(name)
     schedules = [r for r in resources_of(t, "AWS::Events::Rule").values() if "ScheduleExpression" in r["Properties"]]
     (rule,) = schedules
     rule_arn = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":events:", {"Ref": "AWS::Region"}, ":", ACCOUNT,
@@ -51,7 +51,7 @@ def test_the_events_role_trusts_only_the_schedule_rule(name: str) -> None:
 
 
 def test_the_execution_role_trust_is_as_aws_documents_it() -> None:
-    t = template("dev")
+    t = audited_template("dev")
     _, definition = task_definition(t)
     (statement,) = trust(t, definition["ExecutionRoleArn"]["Fn::GetAtt"][0])
     assert statement == {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}}

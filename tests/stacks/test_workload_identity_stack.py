@@ -10,7 +10,7 @@ import pytest
 from dev.audit import CONFIGURATIONS, keys_summary
 from etl_job import contract, workload_identity
 from stacks import limits
-from tests.stacks.conftest import synth
+from tests.support import synth
 
 WIF = CONFIGURATIONS["dev-wif"]
 ACCOUNT, REGION, PARTITION = "123456789012", "eu-west-1", "aws"
