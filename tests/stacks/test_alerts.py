@@ -7,9 +7,9 @@ import json
 import pytest
 from aws_cdk.assertions import Template
 
-from etl_job import contract, metrics
+from etl_job import metrics
 from stacks.schedule_expression import missed_run_window_minutes
-from tests.support import container, logical_id, only, synth
+from tests.support import logical_id, only, synth
 
 
 def alarms(template: Template) -> dict[str, dict]:
@@ -212,7 +212,3 @@ def test_no_missed_run_alarm_when_the_schedule_is_too_sparse() -> None:
     template = synth(schedule="cron(0 5 1 * ? *)")
     assert not [a for a in alarms(template).values() if "Metrics" in a]
 
-
-def test_timeout_is_passed_to_the_job() -> None:
-    environment = {e["Name"]: e["Value"] for e in container(synth(timeout_minutes="90"))["Environment"]}
-    assert environment[contract.TIMEOUT_MINUTES] == "90"

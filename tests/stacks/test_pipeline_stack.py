@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from aws_cdk.assertions import Match, Template
 
 from etl_job import contract
+from etl_job.config import load_config
 from stacks import limits
 from stacks.job import SECRET_PLACEHOLDER
-from tests.support import container, logical_id, only, policy_statements, schedule_rule, synth
+from tests.support import build_config, container, logical_id, only, policy_statements, schedule_rule, synth
 
 
 def role_id(template: Template, name_part: str) -> str:
@@ -72,11 +74,30 @@ def test_container_image_is_the_asset_built_from_etl_job(dev: Template) -> None:
 def test_environment_is_exactly_the_contract(dev: Template) -> None:
     environment = {e["Name"]: e["Value"] for e in container(dev)["Environment"]}
     assert set(environment) == set(contract.STACK_SET)
-    assert environment[contract.SOURCE_TABLE] == "my-gcp-project.etl_demo.names"
-    assert environment[contract.DESTINATION_TABLE] == "my-gcp-project.etl_demo.names_transformed"
-    assert environment[contract.LOG_FORMAT] == "json"
-    assert environment[contract.STAGE] == "dev"
+    assert environment[contract.LOG_FORMAT] == "json"  # whatever the stage: the metric filter reads JSON lines
     assert contract.GOOGLE_CREDENTIALS_JSON not in environment
+
+
+# Every value differs from cdk.json's and from the job's own defaults, so a value wired to the wrong
+# variable, rendered in another unit or dropped (the job would fall back to its default) shows.
+NOT_DEFAULTS = {
+    "stage": "prod", "source_table": "other-project.raw.events", "destination_table": "other-project.clean.events",
+    "key_column": "event_id", "batch_size": "1000", "concurrency": "8", "log_level": "DEBUG",
+    "timeout_minutes": "90", "expected_run_minutes": "30", "max_bytes_billed": "10485760",
+}
+
+
+@pytest.mark.parametrize("overrides", [{}, NOT_DEFAULTS], ids=["cdk.json", "not-defaults"])
+def test_the_job_reads_from_the_container_environment_what_the_stack_validated(overrides: dict[str, str]) -> None:
+    stack = build_config(**overrides)
+    environment = {e["Name"]: e["Value"] for e in container(synth(**overrides))["Environment"]}
+
+    job = load_config(environment)
+
+    read = (str(job.source_table), str(job.destination_table), job.key_column, job.batch_size, job.concurrency,
+            job.log_level, job.stage, job.timeout_minutes, job.max_bytes_billed)
+    assert read == (stack.source_table, stack.destination_table, stack.key_column, stack.batch_size,
+                    stack.concurrency, stack.log_level, stack.stage, stack.timeout_minutes, stack.max_bytes_billed)
 
 
 def test_optional_sql_is_in_the_environment_only_when_configured() -> None:
