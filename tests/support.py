@@ -128,6 +128,23 @@ def task_definition(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return found, definition["Properties"]
 
 
+# --- a fake key -------------------------------------------------------------------------------------
+
+# A fake service-account key, built here and never committed: the marker is its distinctive content,
+# found nowhere else.
+KEY_MARKER = "AuditFakeKeyMaterial7f3a9c0e"
+FAKE_KEY = json.dumps(
+    {
+        "type": "service_account",
+        "project_id": "audit-fake-project",
+        "private_key_id": f"{KEY_MARKER}-id",
+        "private_key": f"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAAS{KEY_MARKER}\n-----END PRIVATE KEY-----\n",
+        "client_email": "etl@audit-fake-project.iam.gserviceaccount.com",
+    }
+)
+# Where a tutorial tells you to save the key, and a name of your own choosing.
+KEY_FILES = ("google_credentials.json", "my-sa-key.json")
+
 # --- the job ---------------------------------------------------------------------------------------
 
 SLOW = "tests.etl_job.transforms:slow"

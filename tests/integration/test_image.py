@@ -7,11 +7,16 @@ since no image registry is reachable here; the Dockerfile names python:3.11.13-s
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support import expected_rows
+from dev.image import DOCKER
+from tests.support import FAKE_KEY, KEY_FILES, KEY_MARKER, expected_rows
 
 JOB_DIR = Path(__file__).resolve().parents[2] / "etl_job"
 # Test code the container runs (a probe, a transform), mounted read-only: it is not part of the image.
@@ -45,8 +50,10 @@ def test_the_image_declares_what_the_task_definition_relies_on(fargate, task_con
     )
 
 
-def test_the_image_holds_only_the_jobs_modules_and_their_bytecode(seen):
-    assert seen["job_files"] == sorted([*(p.name for p in JOB_DIR.glob("*.py")), "__pycache__"])
+def test_the_image_holds_all_of_the_jobs_modules_and_packages_and_nothing_else(seen):
+    # A package under etl_job/ counts too: the Dockerfile's `COPY *.py` would leave it out.
+    job = [p.name for p in JOB_DIR.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()]
+    assert seen["job_files"] == sorted([*job, "__pycache__"])
 
 
 def test_the_process_runs_as_the_task_definitions_user_and_group_never_group_0(seen, task_container):
@@ -107,3 +114,50 @@ def _local(job) -> dict[str, str]:
         "ETL_DESTINATION_TABLE": job.destination,
         "NO_GCE_CHECK": "True",  # google.auth: do not probe for a GCE metadata server
     }
+
+
+def _build(tag: str, context: Path) -> str:
+    done = subprocess.run([DOCKER, "build", "--network", "host", "-t", tag, str(context)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return tag
+
+
+def _files_with_a_key(image: str) -> list[str]:
+    """Every file of the image (all layers, as a container's export gives them) named like a key or holding the fake one."""
+    created = subprocess.run([DOCKER, "create", image], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        export = subprocess.Popen([DOCKER, "export", created], stdout=subprocess.PIPE)
+        with tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+            found = [m.name for m in tar if m.isfile() and (
+                Path(m.name).name in KEY_FILES or KEY_MARKER.encode() in tar.extractfile(m).read())]
+        assert export.wait() == 0
+        return found
+    finally:
+        subprocess.run([DOCKER, "rm", "--force", created], capture_output=True)
+        subprocess.run([DOCKER, "rmi", image], capture_output=True)  # only the tag when nothing changed
+
+
+@pytest.mark.parametrize("dockerignore", [True, False], ids=["with-dockerignore", "without-dockerignore"])
+def test_key_files_beside_the_job_never_reach_the_image(image, tmp_path, dockerignore):
+    """etl_job/ with a key saved where a tutorial says, built as the stack builds it (cached layers: seconds).
+
+    Without its .dockerignore too: the Dockerfile alone must not copy a key in.
+    """
+    context = tmp_path / "etl_job"
+    shutil.copytree(JOB_DIR, context, ignore=shutil.ignore_patterns("__pycache__", *KEY_FILES))
+    for name in KEY_FILES:
+        (context / name).write_text(FAKE_KEY)
+    if not dockerignore:
+        (context / ".dockerignore").unlink()
+
+    assert _files_with_a_key(_build(f"etl-test-keys-{uuid.uuid4().hex[:12]}", context)) == []
+
+
+def test_the_image_check_finds_a_key_that_does_reach_the_image(image, tmp_path):
+    """The check above can fail: an image that copies the key in."""
+    (tmp_path / KEY_FILES[0]).write_text(FAKE_KEY)
+    (tmp_path / "Dockerfile").write_text(f"FROM {image}\nCOPY {KEY_FILES[0]} /app/etl_job/\n")
+
+    leaky = _build(f"etl-test-leaky-{uuid.uuid4().hex[:12]}", tmp_path)
+
+    assert _files_with_a_key(leaky) == [f"app/etl_job/{KEY_FILES[0]}"]
