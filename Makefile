@@ -12,7 +12,6 @@ CHECKOV_VENV := .venv-checkov
 LOCALSTACK_VENV := .venv-localstack
 LOCALSTACK_VERSION := 4.12.0
 LOCALSTACK_EXCLUDE_NEWER := 2025-12-12
-LOCALSTACK_UV := uv==0.13.9
 LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed-$(LOCALSTACK_VERSION)
 CDK := node_modules/.bin/cdk
 
@@ -23,25 +22,26 @@ export npm_config_update_notifier := false
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_HOME := $(CURDIR)/.cdk-home
 
-.PHONY: help setup run test integration image localstack lint audit synth deploy destroy bench cost run-now stop-runs diff review-templates clean
+.PHONY: help setup lock run test integration image localstack lint audit synth deploy destroy bench cost run-now stop-runs diff review-templates clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt etl_job/requirements.txt
+# Every requirements*.txt is a lock compiled from its .in file by uv (`make lock`), with hashes pip checks.
+$(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	touch $@
 
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	python3 -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-checkov.txt
 	touch $@
 
-$(LOCALSTACK_STAMP):
+# The dev lock's uv installs it.
+$(LOCALSTACK_STAMP): | $(VENV)/.installed
 	python3 -m venv $(LOCALSTACK_VENV)
-	$(LOCALSTACK_VENV)/bin/pip install --quiet --disable-pip-version-check '$(LOCALSTACK_UV)'
-	$(LOCALSTACK_VENV)/bin/uv pip install --quiet --python $(LOCALSTACK_VENV)/bin/python \
+	$(VENV)/bin/uv pip install --quiet --python $(LOCALSTACK_VENV)/bin/python \
 	  --exclude-newer $(LOCALSTACK_EXCLUDE_NEWER) 'localstack-core[runtime]==$(LOCALSTACK_VERSION)'
 	touch $@
 
@@ -50,6 +50,9 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed ## Install Python, checkov and CDK CLI dependencies (idempotent)
+
+lock: $(VENV)/.installed ## Recompile every requirements lock from its .in file with uv (LOCK_ARGS=--upgrade: newest releases)
+	$(PY) -m dev.locks compile $(LOCK_ARGS)
 
 run: setup ## Synthesize the stack and summarize it, then run the job on a local BigQuery
 	$(CDK) synth --no-lookups --quiet -c stage=$(STAGE) $(CDK_ARGS)
