@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dev.image import base_image
 from dev.locks import IMAGE, LOCKS, ROOT, problems
 
 FILES = sorted({path for lock in LOCKS for path in (lock.input, lock.output)})
@@ -77,3 +78,7 @@ def test_locks_sharing_the_dev_environment_must_agree_on_versions(tree):
         f"requirements-dev.txt pins typing-extensions ['4.16.0'], {IMAGE.output} ['4.15.0']",
     ]
 
+
+def test_the_base_image_digest_in_the_dockerfile_is_for_the_image_it_builds_from():
+    pinned = re.findall(r"^#\s+(\S+)@sha256:[0-9a-f]{64}$", (ROOT / "etl_job" / "Dockerfile").read_text(), re.MULTILINE)
+    assert pinned == [base_image()]
