@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from dev.local_bigquery import PROJECT, LocalBigQuery
-from tests.support import ROOT, source_row, source_schema
+from tests.support import CDK, ROOT, CliSynth, offline_env, source_row, source_schema
 
 # Node 20 still runs jsii fine; its end-of-life banner would drown the test output.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -152,3 +152,17 @@ def job(local_bigquery, bq_client) -> Job:
     bq_client.create_dataset(dataset)
     yield Job(client=bq_client, url=local_bigquery.url, dataset=dataset)
     bq_client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
+
+
+@pytest.fixture(scope="session")
+def cli_synth(tmp_path_factory: pytest.TempPathFactory) -> CliSynth:
+    """`cdk synth --no-lookups --quiet` of the dev stage, offline, once per session (read it, do not change it)."""
+    if not CDK.exists():
+        pytest.skip("run through `make test`, which installs the pinned CDK CLI")
+    home = tmp_path_factory.mktemp("cli")
+    done = subprocess.run(
+        [str(CDK), "synth", "--no-lookups", "--quiet", "-o", str(home / "assembly")],
+        cwd=ROOT, env=offline_env(home), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return CliSynth(assembly=home / "assembly", output=done.stdout + done.stderr)

@@ -7,6 +7,7 @@ the job's seeded source rows, and the job's logs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import functools
@@ -71,6 +72,14 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
         HOME=str(tmp_path / "home"),  # no ~/.aws: prove synth needs no credentials
     )
     return env
+
+
+@dataclasses.dataclass(frozen=True)
+class CliSynth:
+    """The dev stage synthesized by the pinned CDK CLI: its cloud assembly and what the CLI printed."""
+
+    assembly: Path
+    output: str
 
 
 def only(template: Template, resource_type: str) -> tuple[str, dict]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from ops.review import REFRESH_COMMAND, STAGES, normalize, review_path
-from tests.support import CDK, ROOT, offline_env, synth
+from tests.support import CDK, ROOT, CliSynth, offline_env, synth
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -29,20 +30,19 @@ def test_normalizing_hides_only_the_asset_hash() -> None:
     assert normalize(template) != normalize({**template, "Cpu": "512"})
 
 
-@pytest.mark.skipif(not CDK.exists(), reason="run through `make test`, which installs the pinned CDK CLI")
-def test_cdk_diff_against_the_committed_template_shows_a_real_change_offline(tmp_path: Path) -> None:
+def test_cdk_diff_against_the_committed_template_shows_a_real_change_offline(cli_synth: CliSynth, tmp_path: Path) -> None:
     out = tmp_path / "assembly"
-    env = offline_env(tmp_path)
-    synthesized = subprocess.run(
-        [str(CDK), "synth", "--no-lookups", "--quiet", "-c", "memory_mib=1024", "-o", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert synthesized.returncode == 0, synthesized.stderr
+    shutil.copytree(cli_synth.assembly, out)  # the session's assembly stays as synthesized
     template = out / "EtlPipeline-dev.template.json"
     template.write_text(normalize(json.loads(template.read_text())))
+    # A real change between the code and the committed template: the task's memory.
+    committed = json.loads(review_path("dev").read_text())
+    (definition,) = [r for r in committed["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"]
+    definition["Properties"]["Memory"] = "1024"
+    (tmp_path / "committed.json").write_text(json.dumps(committed))
     diff = subprocess.run(
-        [str(CDK), "diff", "--app", str(out), "--template", str(review_path("dev")), "--fail", "EtlPipeline-dev"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [str(CDK), "diff", "--app", str(out), "--template", str(tmp_path / "committed.json"), "--fail", "EtlPipeline-dev"],
+        cwd=ROOT, env=offline_env(tmp_path), capture_output=True, text=True, timeout=300,
     )
     output = diff.stdout + diff.stderr
     assert diff.returncode == 1, output
