@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCALSTACK_PYTHON = ROOT / ".venv-localstack" / "bin" / "python"
@@ -102,8 +103,8 @@ class LocalAws:
         self._python = python
         self._env = env or {}  # LocalStack settings, e.g. SFN_MOCK_CONFIG (a Step Functions mock file)
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._proc: sp.Popen | None = None
-        self._log = None
+        self._proc: sp.Popen[bytes] | None = None
+        self._log: TextIO | None = None
         self.url = ""
 
     def start(self) -> LocalAws:
@@ -128,13 +129,13 @@ class LocalAws:
             [str(self._python), "-c", _BOOT],
             cwd=self._tmp.name, env=env, stdout=self._log, stderr=sp.STDOUT, start_new_session=True,
         )
-        self._wait_ready()
+        self._wait_ready(self._proc)
         return self
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, proc: sp.Popen[bytes]) -> None:
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 break
             try:
                 with urllib.request.urlopen(f"{self.url}/_localstack/health", timeout=2) as response:

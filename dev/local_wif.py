@@ -245,9 +245,9 @@ class LocalGoogle:
         return (f"principalSet://iam.googleapis.com/projects/{self.project_number}/locations/global/"
                 f"workloadIdentityPools/{self.pool}/attribute.aws_role/{self.aws_role}")
 
-    def config(self, **overrides: object) -> dict:
+    def config(self, **overrides: object) -> dict[str, object]:
         """The credential configuration pointing at these stand-ins (the stack's shape, local URLs)."""
-        config = {
+        config: dict[str, object] = {
             "type": "external_account",
             "audience": self.provider,
             "subject_token_type": AWS_SUBJECT_TOKEN_TYPE,
@@ -268,7 +268,7 @@ class LocalGoogle:
 
     def valid(self, token: str, *, for_bigquery: bool) -> bool:
         issued = self.tokens.get(token)
-        return bool(issued) and issued.for_bigquery == for_bigquery and time.time() <= issued.valid_until + GRACE_SECONDS
+        return issued is not None and issued.for_bigquery == for_bigquery and time.time() <= issued.valid_until + GRACE_SECONDS
 
     def _exchange(self, form: dict[str, list[str]]) -> tuple[int, dict]:
         answer = self._check_exchange({k: v[0] for k, v in form.items()})

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Mapping
+from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import SplitResult
 
 
-def send(target: SplitResult, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict, bytes]:
+def send(target: SplitResult, method: str, path: str, body: bytes,
+         headers: Mapping[str, str] | Message) -> tuple[int, dict[str, str], bytes]:
     """Send one request to ``target``; return the answer's status, headers and body."""
+    if target.hostname is None:
+        raise ValueError(f"{target.geturl()!r} names no host to forward to")
     upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
     forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
     upstream.request(method, path, body=body, headers=forwarded)

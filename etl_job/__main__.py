@@ -33,11 +33,16 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from etl_job import config as config_module
 from etl_job import credentials, logs, metrics, overlap, stopping
 from etl_job.errors import ExitCode, JobError
 from etl_job.logs import fields
+
+if TYPE_CHECKING:  # imported when the run needs them: the google client is slow to import
+    from etl_job.bigquery_io import BigQuery
+    from etl_job.pipeline import RunResult
 
 log = logging.getLogger("etl_job")
 
@@ -48,61 +53,87 @@ def main() -> int:
     stop = stopping.Stop()
     signal.signal(signal.SIGTERM, lambda *_: stop.request(ExitCode.INTERRUPTED_SIGTERM))
     signal.signal(signal.SIGINT, lambda *_: stop.request(ExitCode.INTERRUPTED_SIGINT))
-
-    try:
-        config = config_module.load_config(os.environ, is_tty=sys.stderr.isatty())
-    except JobError as exc:
-        logs.configure("INFO", "text" if sys.stderr.isatty() else "json")
-        log.error(str(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
+    config = _load_config()
+    if config is None:
         return ExitCode.FATAL
-    logs.configure(config.log_level, config.log_format)
-
-    if config.timeout_minutes:
-        timer = threading.Timer(config.timeout_minutes * 60, stop.request, args=(ExitCode.TIMED_OUT,))
-        timer.daemon = True
-        timer.start()
+    _start_timeout(config, stop)
 
     log.info("job starting", extra=fields(**config.summary()))
     try:
-        if overlap.older_run_in_progress(os.environ, shard=(config.shard_index, config.shard_count)):
-            return ExitCode.SKIPPED_OVERLAP
-        try:
-            auth = credentials.resolve(os.environ)
-        finally:
-            credentials.forget_secret_environment()
-        log.info("using Google credentials", extra=fields(credentials=auth.description))
-        if not config.transform_sql:
-            transform, output_columns = config_module.import_transform(config.transform)
-        # the google client is slow to import: only when needed
-        from etl_job import bigquery_io, pipeline, sql_transform
-
-        bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop,
-                                  max_bytes_billed=config.max_bytes_billed)
-        try:
-            shard = pipeline.Shard(config.shard_index, config.shard_count)
-            if config.transform_sql:  # SQL push-down: one MERGE inside BigQuery
-                result = sql_transform.run(config, bq, stop, shard=shard)
-            else:
-                sql_transform.check_source_filter(config, bq)
-                result = pipeline.run(config, bq, transform, stop, shard=shard, output_columns=output_columns)
-        except bigquery_io.ERRORS as exc:
-            log.debug("BigQuery error detail", exc_info=True)
-            log.error(bigquery_io.describe_error(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
-            return ExitCode.FATAL
+        outcome = _run(config, stop)
     except JobError as exc:
         log.error(str(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
         return ExitCode.FATAL
     except Exception:  # a bug, not a user error: keep the traceback, in the log line
         log.exception("unexpected error; please report it", extra=fields(exit_code=int(ExitCode.FATAL)))
         return ExitCode.FATAL
+    if isinstance(outcome, ExitCode):
+        return outcome
+    result, bq = outcome
+    code = _exit_code(result, stop)
+    _report(config, result, bq, code, duration=time.monotonic() - started)
+    return code
 
+
+def _load_config() -> config_module.Config | None:
+    """The validated configuration, logging set up as it asks; None after logging why it is invalid."""
+    try:
+        config = config_module.load_config(os.environ, is_tty=sys.stderr.isatty())
+    except JobError as exc:
+        logs.configure("INFO", "text" if sys.stderr.isatty() else "json")
+        log.error(str(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
+        return None
+    logs.configure(config.log_level, config.log_format)
+    return config
+
+
+def _start_timeout(config: config_module.Config, stop: stopping.Stop) -> None:
+    if config.timeout_minutes:
+        timer = threading.Timer(config.timeout_minutes * 60, stop.request, args=(ExitCode.TIMED_OUT,))
+        timer.daemon = True
+        timer.start()
+
+
+def _run(config: config_module.Config, stop: stopping.Stop) -> tuple[RunResult, BigQuery] | ExitCode:
+    """Skip if an older run is going; else resolve credentials and run the Python path or the SQL path."""
+    if overlap.older_run_in_progress(os.environ, shard=(config.shard_index, config.shard_count)):
+        return ExitCode.SKIPPED_OVERLAP
+    try:
+        auth = credentials.resolve(os.environ)
+    finally:
+        credentials.forget_secret_environment()
+    log.info("using Google credentials", extra=fields(credentials=auth.description))
+    transform = None if config.transform_sql else config_module.import_transform(config.transform)
+    # the google client is slow to import: only when needed
+    from etl_job import bigquery_io, pipeline, sql_transform
+
+    bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop,
+                              max_bytes_billed=config.max_bytes_billed)
+    try:
+        shard = pipeline.Shard(config.shard_index, config.shard_count)
+        if transform is None:  # SQL push-down: one MERGE inside BigQuery
+            result = sql_transform.run(config, bq, stop, shard=shard)
+        else:
+            sql_transform.check_source_filter(config, bq)
+            function, output_columns = transform
+            result = pipeline.run(config, bq, function, stop, shard=shard, output_columns=output_columns)
+    except bigquery_io.ERRORS as exc:
+        log.debug("BigQuery error detail", exc_info=True)
+        log.error(bigquery_io.describe_error(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
+        return ExitCode.FATAL
+    return result, bq
+
+
+def _exit_code(result: RunResult, stop: stopping.Stop) -> ExitCode:
     if not result.complete:
-        code = stop.code or ExitCode.FATAL
-    elif result.rows_failed or result.rows_null_key:
-        code = ExitCode.ROWS_FAILED
-    else:
-        code = ExitCode.OK
-    duration = time.monotonic() - started
+        return stop.code or ExitCode.FATAL
+    if result.rows_failed or result.rows_null_key:
+        return ExitCode.ROWS_FAILED
+    return ExitCode.OK
+
+
+def _report(config: config_module.Config, result: RunResult, bq: BigQuery, code: ExitCode, *, duration: float) -> None:
+    """The run's last log line (the counts a person and the alerts read) and, on success, the metric line."""
     log.log(
         logging.INFO if code == ExitCode.OK else logging.WARNING,
         _ENDINGS[code],
@@ -121,7 +152,6 @@ def main() -> int:
         print(metrics.success_emf_line(stage=config.stage, rows_loaded=result.rows_loaded,
                                        rows_failed=result.rows_failed, duration_seconds=duration,
                                        bytes_billed=bq.bytes_billed, bytes_processed=bq.bytes_processed), flush=True)
-    return code
 
 
 _ENDINGS = {

@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from etl_job import contract
@@ -54,8 +55,8 @@ def resolve(env: Mapping[str, str]) -> GoogleAuth:
     emulator = env.get(contract.BIGQUERY_EMULATOR_HOST, "").strip()
     if emulator:
         return _emulator(emulator)
-    endpoint = env.get(contract.BIGQUERY_ENDPOINT, "").strip()
-    endpoint = _local_url(contract.BIGQUERY_ENDPOINT, endpoint) if endpoint else None
+    url = env.get(contract.BIGQUERY_ENDPOINT, "").strip()
+    endpoint = _local_url(contract.BIGQUERY_ENDPOINT, url) if url else None
     if contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG in env:
         auth = _workload_identity(env[contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG], env)
     elif contract.GOOGLE_CREDENTIALS_JSON in env:
@@ -124,7 +125,7 @@ def parse_json_text(name: str, text: str, fix: str) -> object:
         raise JobError(f"{name} is not valid JSON: {fix}") from None
 
 
-def _check_field_types(info: dict, kind: str) -> None:
+def _check_field_types(info: dict[str, Any], kind: str) -> None:
     name = contract.GOOGLE_CREDENTIALS_JSON
     wrong = [f"'{field}' is {_json_type(info[field])}" for field in STRING_FIELDS if field in info
              and not isinstance(info[field], str)]
@@ -138,7 +139,7 @@ def _check_field_types(info: dict, kind: str) -> None:
                        + PUT_SECRET_HINT)
 
 
-def _credentials(info: dict, kind: str) -> GoogleAuth:
+def _credentials(info: dict[str, Any], kind: str) -> GoogleAuth:
     from google.auth.exceptions import GoogleAuthError
 
     name = contract.GOOGLE_CREDENTIALS_JSON

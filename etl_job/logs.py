@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 
-def fields(**values) -> dict:
+def fields(**values: object) -> dict[str, dict[str, object]]:
     """Structured fields for a log call: ``log.info("message", extra=fields(rows=10))``."""
     return {"fields": values}
 

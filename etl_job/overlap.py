@@ -22,6 +22,7 @@ import logging
 import math
 import urllib.request
 from collections.abc import Mapping
+from typing import Any
 
 from etl_job import contract, metrics
 from etl_job.logs import fields
@@ -91,7 +92,7 @@ def shards_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return (a[0] - b[0]) % math.gcd(a[1], b[1]) == 0
 
 
-def task_shard(described: dict | None) -> tuple[int, int]:
+def task_shard(described: dict[str, Any] | None) -> tuple[int, int]:
     """A described task's shard from its container overrides; 0 of 1 (all keys) when unset or unreadable."""
     overrides = (described or {}).get("overrides") or {}
     env = {item.get("name"): item.get("value", "")
@@ -103,7 +104,7 @@ def task_shard(described: dict | None) -> tuple[int, int]:
     return (index, count) if 0 <= index < count else (0, 1)
 
 
-def _metric_fields(stage: str, *, concurrent_runs: int, skipped: bool) -> dict:
+def _metric_fields(stage: str, *, concurrent_runs: int, skipped: bool) -> dict[str, object]:
     """The fields the stack's metric filters read (etl_job.metrics); the stage is their dimension."""
     return {metrics.DIMENSION_STAGE: stage, metrics.CONCURRENT_RUNS: concurrent_runs, metrics.SKIPPED_RUN: int(skipped)}
 
@@ -113,13 +114,13 @@ def _log_runs(stage: str, *, concurrent_runs: int) -> None:
              extra=fields(**_metric_fields(stage, concurrent_runs=concurrent_runs, skipped=False)))
 
 
-def _start_order(described: dict | None, arn: str) -> tuple:
+def _start_order(described: dict[str, Any] | None, arn: str) -> tuple[int, float, str]:
     """Sort key: creation time (unknown sorts last), then ARN, so every task reaches the same verdict."""
     created = (described or {}).get("createdAt")
     return (0, created.timestamp(), arn) if created else (1, 0.0, arn)
 
 
-def _ecs_client(region: str):
+def _ecs_client(region: str) -> Any:  # boto3 clients are untyped (mypy.ini)
     import boto3
     from botocore.config import Config
 

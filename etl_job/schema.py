@@ -101,7 +101,7 @@ def _parse(name: str, tokens: list[str], *, in_array: bool = False) -> bigquery.
     return bigquery.SchemaField(name, word)
 
 
-def output_fields(module: str, columns: Mapping) -> list[bigquery.SchemaField]:
+def output_fields(module: str, columns: Mapping[object, object]) -> list[bigquery.SchemaField]:
     """The transform module's OUTPUT_COLUMNS as schema fields; a bad entry is a JobError naming it and the fix."""
     fields = []
     for name, kind in columns.items():
@@ -120,9 +120,12 @@ def output_fields(module: str, columns: Mapping) -> list[bigquery.SchemaField]:
 
 
 Check = Callable[[object], "str | None"]  # a value (not None) → why it cannot load, or None if it can
+# Where below the column a value fails ("" for the value itself, ".city", "[2].tags") and why.
+Problem = tuple[str, str]
+ValueCheck = Callable[[object], "Problem | None"]
 
 
-def _integer(value) -> str | None:
+def _integer(value: object) -> str | None:
     if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,20}", value.strip()):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
@@ -130,7 +133,7 @@ def _integer(value) -> str | None:
     return None if _INT64[0] <= value <= _INT64[1] else "out of INT64's range"
 
 
-def _float(value) -> str | None:
+def _float(value: object) -> str | None:
     if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
         return None
     if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
@@ -139,7 +142,7 @@ def _float(value) -> str | None:
 
 
 def _decimal(limit: decimal.Decimal, scale: int, kind: str) -> Check:
-    def check(value) -> str | None:
+    def check(value: object) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal, str)):
             return "expected a decimal number"
         try:
@@ -150,15 +153,17 @@ def _decimal(limit: decimal.Decimal, scale: int, kind: str) -> Check:
             return f"{kind} cannot hold NaN or infinity"
         if number.copy_abs() >= limit:  # copy_abs: abs() would round to the context's 28 digits
             return f"out of {kind}'s range"
-        if -number.as_tuple().exponent > scale:
+        exponent = number.as_tuple().exponent  # an int: the number is finite
+        if isinstance(exponent, int) and -exponent > scale:
             return f"more than {scale} decimal places ({kind}); round it"
         return None
 
     return check
 
 
-def _parsed(kinds: tuple, parse: Callable, what: str, *, exclude: tuple = (), tz: bool | None = None) -> Check:
-    def check(value) -> str | None:
+def _parsed(kinds: tuple[type, ...], parse: Callable[[str], object], what: str, *, exclude: tuple[type, ...] = (),
+            tz: bool | None = None) -> Check:
+    def check(value: object) -> str | None:
         if isinstance(value, str):
             try:
                 value = parse(value.strip().replace(" ", "T", 1) if kinds[0] is not datetime.time else value.strip())
@@ -166,14 +171,14 @@ def _parsed(kinds: tuple, parse: Callable, what: str, *, exclude: tuple = (), tz
                 return f"expected {what}"
         if not isinstance(value, kinds) or isinstance(value, exclude):
             return f"expected {what}"
-        if tz is False and value.tzinfo is not None:
+        if tz is False and getattr(value, "tzinfo", None) is not None:
             return f"expected {what} without a time zone"
         return None
 
     return check
 
 
-def _json(value) -> str | None:
+def _json(value: object) -> str | None:
     if value is JSON_NULL:
         return None
     try:
@@ -183,7 +188,7 @@ def _json(value) -> str | None:
     return None
 
 
-def _instance(kinds: type | tuple, what: str) -> Check:
+def _instance(kinds: type | tuple[type, ...], what: str) -> Check:
     return lambda value: None if isinstance(value, kinds) else f"expected {what}"
 
 
@@ -204,58 +209,72 @@ _CHECKS: dict[str, Check] = {
 }
 
 
-def value_check(field: bigquery.SchemaField) -> Callable[[object], tuple[str, str] | None]:
+def value_check(field: bigquery.SchemaField) -> ValueCheck:
     """A function from a value of this column to None if it loads, else (column path, reason)."""
     kind = standard(field.field_type)
-    if kind == "STRUCT":
-        members = {f.name: value_check(f) for f in field.fields}
-
-        def scalar(value) -> tuple[str, str] | None:
-            if not isinstance(value, Mapping):
-                return "", "expected a STRUCT (a dict)"
-            unknown = value.keys() - members.keys()
-            if unknown:
-                return "", f"the STRUCT has no field {sorted(unknown)[0]!r}"
-            for name, check in members.items():
-                problem = check(value.get(name))
-                if problem:
-                    return f".{name}{problem[0]}", problem[1]
-            return None
-    else:
-        test = _CHECKS[kind]
-
-        def scalar(value) -> tuple[str, str] | None:
-            if value is JSON_NULL and kind != "JSON":
-                return "", "JSON_NULL outside a JSON column"
-            reason = test(value)
-            return None if reason is None else ("", f"{reason}, got {type(value).__name__} ({kind})")
-
+    element = _struct_check(field) if kind == "STRUCT" else _scalar_check(kind)
     if field.mode == "REPEATED":
-        def check(value) -> tuple[str, str] | None:
-            if value is None:
-                return None  # loads as an empty array
-            if not isinstance(value, (list, tuple)):
-                return "", f"expected a list (ARRAY<{kind}>)"
-            for index, item in enumerate(value):
-                problem = ("", "an ARRAY cannot hold NULL") if item is None else scalar(item)
-                if problem:
-                    return f"[{index}]{problem[0]}", problem[1]
-            return None
-    elif field.mode == "REQUIRED":
-        def check(value) -> tuple[str, str] | None:
-            return ("", "NULL in a REQUIRED column") if value is None else scalar(value)
-    else:
-        def check(value) -> tuple[str, str] | None:
-            return None if value is None else scalar(value)
+        return _array_check(element, kind)
+    if field.mode == "REQUIRED":
+        return lambda value: ("", "NULL in a REQUIRED column") if value is None else element(value)
+    return lambda value: None if value is None else element(value)
+
+
+def _struct_check(field: bigquery.SchemaField) -> ValueCheck:
+    """One STRUCT value (not NULL): a dict whose every member loads, naming the first that does not."""
+    members = {f.name: value_check(f) for f in field.fields}
+
+    def check(value: object) -> Problem | None:
+        if not isinstance(value, Mapping):
+            return "", "expected a STRUCT (a dict)"
+        unknown = value.keys() - members.keys()
+        if unknown:
+            return "", f"the STRUCT has no field {sorted(unknown)[0]!r}"
+        for name, member in members.items():
+            problem = member(value.get(name))
+            if problem:
+                return f".{name}{problem[0]}", problem[1]
+        return None
+
     return check
 
 
-def row_checks(schema: Iterable[bigquery.SchemaField]) -> dict[str, Callable]:
+def _scalar_check(kind: str) -> ValueCheck:
+    """One value (not NULL) of a scalar type; JSON_NULL only in a JSON column."""
+    test = _CHECKS[kind]
+
+    def check(value: object) -> Problem | None:
+        if value is JSON_NULL and kind != "JSON":
+            return "", "JSON_NULL outside a JSON column"
+        reason = test(value)
+        return None if reason is None else ("", f"{reason}, got {type(value).__name__} ({kind})")
+
+    return check
+
+
+def _array_check(item_check: ValueCheck, kind: str) -> ValueCheck:
+    """An ARRAY value: NULL (loads as empty) or a list without NULLs whose every item loads."""
+
+    def check(value: object) -> Problem | None:
+        if value is None:
+            return None  # loads as an empty array
+        if not isinstance(value, (list, tuple)):
+            return "", f"expected a list (ARRAY<{kind}>)"
+        for index, item in enumerate(value):
+            problem = ("", "an ARRAY cannot hold NULL") if item is None else item_check(item)
+            if problem:
+                return f"[{index}]{problem[0]}", problem[1]
+        return None
+
+    return check
+
+
+def row_checks(schema: Iterable[bigquery.SchemaField]) -> dict[str, ValueCheck]:
     """One value check per column of the schema, by column name."""
     return {field.name: value_check(field) for field in schema}
 
 
-def row_problem(row: Mapping, checks: Mapping[str, Callable]) -> tuple[str, str, str] | None:
+def row_problem(row: Mapping[str, object], checks: Mapping[str, ValueCheck]) -> tuple[str, str, str] | None:
     """The first value of the row that would not load: (column, reason, excerpt of the value); None if all load."""
     for name, check in checks.items():
         value = row.get(name)
@@ -265,7 +284,7 @@ def row_problem(row: Mapping, checks: Mapping[str, Callable]) -> tuple[str, str,
     return None
 
 
-def excerpt(value) -> str:
+def excerpt(value: object) -> str:
     """A short, printable rendering of a value for the errors table."""
     text = repr(value)
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."

@@ -51,8 +51,8 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
     output = _dry_run(bq, select_sql(config), contract.TRANSFORM_SQL, "transform_sql", config)
     columns = _output_columns(config, output)
     _prepare_destination(config, bq, source, output)
-    skipped = skipped_table(config)
-    skipped = skipped if bq.get_table(skipped) is not None else None
+    skipped_keys = skipped_table(config)
+    skipped = skipped_keys if bq.get_table(skipped_keys) is not None else None
     result.timings["check"] = time.monotonic() - started
     if stop.is_set():
         return result
@@ -169,7 +169,7 @@ def _output_columns(config: Config, output: list[bigquery.SchemaField]) -> list[
     return names + lineage
 
 
-def _prepare_destination(config: Config, bq: BigQuery, source: list, output: list[bigquery.SchemaField]) -> None:
+def _prepare_destination(config: Config, bq: BigQuery, source: list[bigquery.SchemaField], output: list[bigquery.SchemaField]) -> None:
     """Create the destination (the output's columns, typed as in the source where they match, then lineage) or check it."""
     destination = bq.get_table(config.destination_table)
     if destination is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+from etl_job.errors import ExitCode
+
 # Measured from the stop request (SIGTERM, Ctrl-C or ETL_TIMEOUT_MINUTES). ECS SIGKILLs the task
 # limits.STOP_TIMEOUT_SECONDS (120) after SIGTERM, so everything here must end well before that.
 SETTLE_SECONDS = 30  # transforms still running are abandoned (their rows are redone by the next run)
@@ -17,10 +19,10 @@ class Stop:
 
     def __init__(self) -> None:
         self._event = threading.Event()
-        self.code = None  # an ExitCode once requested
+        self.code: ExitCode | None = None
         self._requested_at: float | None = None
 
-    def request(self, code) -> None:
+    def request(self, code: ExitCode) -> None:
         """Ask the run to stop with this exit code (a signal handler or timer calls this)."""
         if self.code is None:
             self.code = code

@@ -17,6 +17,8 @@ The contract (also in the README):
 * It keeps the key column unchanged and does not set ``run_id`` / ``processed_at`` (the job does).
 """
 
+from typing import Any
+
 # Columns the transform adds to each row (or source columns it gives a new type), name -> BigQuery type
 # in DDL syntax, e.g. {"sentiment": "FLOAT64", "tags": "ARRAY<STRING>", "address": "STRUCT<city STRING, zip STRING>"}
 # (a google.cloud.bigquery.SchemaField works too): the job creates the destination with them, and an
@@ -24,7 +26,7 @@ The contract (also in the README):
 OUTPUT_COLUMNS: dict[str, str] = {}
 
 
-def transform(row: dict) -> dict:
+def transform(row: dict[str, Any]) -> dict[str, Any]:
     """Return the columns to change in one source row (the tutorial's rule: "Doe" in ``name`` becomes "Das").
 
     Called from worker threads (``ETL_CONCURRENCY`` at a time), so a slow, I/O-bound call here

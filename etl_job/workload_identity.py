@@ -14,6 +14,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from google.auth import aws, exceptions
@@ -33,8 +34,11 @@ _REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 class AwsCredentialsMissing(exceptions.RefreshError):
     """The AWS SDK found no credentials, or could not fetch them (a RefreshError, as google-auth expects)."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)  # type: ignore[no-untyped-call]  # google-auth's GoogleAuthError.__init__ is unannotated
 
-def credentials(text: str, env: Mapping[str, str], scopes: tuple[str, ...]):
+
+def credentials(text: str, env: Mapping[str, str], scopes: tuple[str, ...]) -> aws.Credentials:
     """google-auth AWS external-account credentials for the configuration ``text``, refreshed once to fail fast."""
     from google.auth.transport.requests import Request
 
@@ -67,7 +71,8 @@ def description(text: str) -> str:
     """What the credentials are, for the start-up log line (the configuration holds no secret)."""
     info = json.loads(text)
     target = info.get("service_account_impersonation_url")
-    who = _IMPERSONATION_PATH.search(urlsplit(target).path).group("email") if target else "the federated identity"
+    match = _IMPERSONATION_PATH.search(urlsplit(target).path) if target else None  # _parse checked its shape
+    who = match.group("email") if match else "the federated identity"
     return f"{NAME} (workload identity federation: {info['audience']} as {who})"
 
 
@@ -77,12 +82,12 @@ class AwsSdkSupplier(aws.AwsSecurityCredentialsSupplier):
     def __init__(self, region: str) -> None:
         self._region = region
         self._lock = threading.Lock()
-        self._credentials = None  # botocore's; refreshable ones re-read their source before they expire
+        self._credentials: Any = None  # botocore's (untyped); refreshable ones re-read their source before they expire
 
-    def get_aws_region(self, context, request) -> str:
+    def get_aws_region(self, context: object, request: object) -> str:
         return self._region
 
-    def get_aws_security_credentials(self, context, request):
+    def get_aws_security_credentials(self, context: object, request: object) -> aws.AwsSecurityCredentials:
         from botocore.exceptions import BotoCoreError
 
         try:
@@ -134,7 +139,7 @@ _IMPERSONATION_FAILED = "Unable to acquire impersonated credentials"
 
 def _google_message(body: object) -> str:
     try:
-        error = json.loads(body)["error"]
+        error = json.loads(body)["error"]  # type: ignore[arg-type]  # not text: the TypeError is handled below
         return f"{error.get('code')} {error.get('status')}: {error.get('message')}"[:300]
     except (TypeError, ValueError, KeyError, AttributeError):
         return str(body).splitlines()[0][:300] if str(body) else "no detail"
@@ -146,7 +151,7 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _parse(text: str) -> dict:
+def _parse(text: str) -> dict[str, Any]:
     info = parse_json_text(NAME, text, _FIX_CONFIG)
     if not isinstance(info, dict) or info.get("type") != "external_account":
         raise JobError(f"{NAME} is not an external_account credential configuration: {_FIX_CONFIG}")

@@ -16,7 +16,7 @@ _DAYS = {"SUN": 1, "MON": 2, "TUE": 3, "WED": 4, "THU": 5, "FRI": 6, "SAT": 7}
 _SATURDAY = 7
 
 # (name, lowest, highest, names) for the six fields of an EventBridge cron expression.
-_FIELDS = (
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minutes", 0, 59, {}),
     ("hours", 0, 23, {}),
     ("day-of-month", 1, 31, {}),
@@ -82,12 +82,15 @@ def _special(part: str, field: str, low: int, high: int, names: dict[str, int]) 
     return None
 
 
-def _field(text: str, index: int) -> frozenset | None:
+def _day_field(text: str, index: int) -> frozenset | None:
+    """Day-of-month or day-of-week: '?' (None) or values."""
+    return None if text == "?" else _field(text, index)
+
+
+def _field(text: str, index: int) -> frozenset:
     field, low, high, names = _FIELDS[index]
     if text == "?":
-        if field not in ("day-of-month", "day-of-week"):
-            raise ScheduleError(f"{field} field: '?' is only allowed for day-of-month or day-of-week")
-        return None
+        raise ScheduleError(f"{field} field: '?' is only allowed for day-of-month or day-of-week")
     values: set = set()
     for part in text.split(","):
         special = _special(part, field, low, high, names)
@@ -126,7 +129,9 @@ def parse_cron(expression: str) -> Cron:
         )
     if (parts[2] == "?") == (parts[4] == "?"):
         raise ScheduleError("exactly one of day-of-month and day-of-week must be '?', e.g. cron(0 5 * * ? *)")
-    return Cron(*[_field(text, i) for i, text in enumerate(parts)])
+    minutes, hours, days_of_month, months, days_of_week, years = parts
+    return Cron(_field(minutes, 0), _field(hours, 1), _day_field(days_of_month, 2), _field(months, 3),
+                _day_field(days_of_week, 4), _field(years, 5))
 
 
 def parse_rate_minutes(expression: str) -> int:

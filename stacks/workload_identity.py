@@ -32,6 +32,8 @@ def setup_commands(*, provider: str, service_account: str | None, task_role: iam
                    stage: str) -> dict[str, tuple[str, str]]:
     """Stack outputs: output id -> (the gcloud command, what it does)."""
     parts = re.fullmatch(contract.WIF_PROVIDER_PATTERN, provider)
+    if parts is None:  # stacks/config.py validated it before any construct is built
+        raise ValueError(f"{provider!r} is not a workload identity provider's full resource name")
     number, pool, provider_id = parts["project_number"], parts["pool"], parts["provider"]
     role = aws_role(task_role)
     principal = (f"principalSet://iam.googleapis.com/projects/{number}/locations/global/workloadIdentityPools/"
