@@ -7,8 +7,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dev.local_bigquery import PROJECT, LocalBigQuery
+
+if TYPE_CHECKING:  # imported where used: the google client is slow to import
+    from google.cloud import bigquery
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = "demo"
@@ -21,7 +25,7 @@ SQL_DESTINATION = f"{DESTINATION}_sql"
 DOE, DAS = "name LIKE '%Doe%'", "name LIKE '%Das%'"
 
 
-def _seed(client) -> None:
+def _seed(client: bigquery.Client) -> None:
     from google.cloud import bigquery
 
     schema = [
@@ -45,11 +49,11 @@ def _seed(client) -> None:
     client.load_table_from_json(rows, SOURCE, job_config=config).result()
 
 
-def _count(client, table: str, where: str = "TRUE") -> int:
+def _count(client: bigquery.Client, table: str, where: str = "TRUE") -> int:
     return next(iter(client.query(f"SELECT COUNT(*) AS n FROM `{table}` WHERE {where}").result())).n
 
 
-def _table_exists(client, table: str) -> bool:
+def _table_exists(client: bigquery.Client, table: str) -> bool:
     from google.api_core.exceptions import NotFound
 
     try:
@@ -59,12 +63,12 @@ def _table_exists(client, table: str) -> bool:
     return True
 
 
-def _rows(client, table: str) -> list[dict]:
+def _rows(client: bigquery.Client, table: str) -> list[dict]:
     query = f"SELECT * EXCEPT (run_id, processed_at) FROM `{table}` ORDER BY id"
     return [dict(row.items()) for row in client.query(query).result()]
 
 
-def _sql_path(client, env: dict) -> int:
+def _sql_path(client: bigquery.Client, env: dict[str, str]) -> int:
     """Run the same rule on the SQL path (etl_job/transform.sql) into another table; show that the rows agree."""
     env = {**env, "ETL_DESTINATION_TABLE": SQL_DESTINATION,
            "ETL_TRANSFORM_SQL": (ROOT / "etl_job" / "transform.sql").read_text()}

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_DIR = ROOT / "etl_job"
@@ -41,7 +42,7 @@ def say(message: str) -> None:
     print(f"image: {message}", flush=True)
 
 
-def _run(command: list[str], what: str, **kwargs) -> None:
+def _run(command: list[str], what: str, **kwargs: Any) -> None:
     """Run a step; its output is shown only when it fails (the last 20 lines), then one error line."""
     kwargs.setdefault("stdout", subprocess.PIPE)
     try:

@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCALSTACK_PYTHON = ROOT / ".venv-localstack" / "bin" / "python"
@@ -179,7 +179,7 @@ class LocalAws:
             self._tmp.cleanup()
             self._tmp = None
 
-    def client(self, service: str):
+    def client(self, service: str) -> Any:  # boto3 clients are untyped (mypy.ini)
         """A boto3 client for this LocalStack (test credentials, never real ones)."""
         import boto3
 
@@ -191,7 +191,7 @@ class LocalAws:
     def __enter__(self) -> LocalAws:
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 
