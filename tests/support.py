@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dev.audit import CONFIGURATIONS, as_list, statements
+from dev.audit_configurations import CONFIGURATIONS
+from dev.key_readers import as_list, statements
 from stacks import config as stage_config
 
 if TYPE_CHECKING:  # aws_cdk is imported when a test synthesizes: after tests/conftest.py has set up its environment

@@ -1,6 +1,6 @@
 """make cost: a keyless stage pays for no secret."""
 
-from dev.audit import CONFIGURATIONS
+from dev.audit_configurations import CONFIGURATIONS
 from ops import prices
 from ops.cost import estimate
 from tests.support import build_config

@@ -13,7 +13,7 @@ import aws_cdk as cdk
 import pytest
 
 from app import build
-from dev.audit import CONFIGURATIONS
+from dev.audit_configurations import CONFIGURATIONS
 from etl_job import contract
 from stacks.job import ETL_JOB_DIR, SECRET_PLACEHOLDER
 from tests.support import CDK_JSON_CONTEXT, FAKE_KEY, KEY_FILES, KEY_MARKER, build_config, synth

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dev.audit import as_list, statements
+from dev.key_readers import as_list, statements
 from tests.support import synth
 
 BREAK_GLASS = "arn:aws:iam::123456789012:role/security/break-glass"

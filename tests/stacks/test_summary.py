@@ -15,7 +15,7 @@ def test_summary_names_the_task_schedule_tables_and_resources() -> None:
 
 
 def test_summary_of_a_keyless_stack_names_the_provider_and_no_secret() -> None:
-    from dev.audit import CONFIGURATIONS
+    from dev.audit_configurations import CONFIGURATIONS
 
     text = summarize(synth(**CONFIGURATIONS["dev-wif"]).to_json())
     assert "workload identity federation from the task role, no secret" in text

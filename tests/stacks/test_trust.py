@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from dev.audit import CONFIGURATIONS, statements
+from dev.audit_configurations import CONFIGURATIONS
+from dev.key_readers import statements
 from tests.support import audited_template, resources_of, role_of, task_definition
 
 ACCOUNT = {"Ref": "AWS::AccountId"}

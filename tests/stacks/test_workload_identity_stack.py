@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from dev.audit import CONFIGURATIONS, keys_summary
+from dev.audit_configurations import CONFIGURATIONS
+from dev.key_readers import credential_lives
 from etl_job import contract, workload_identity
 from stacks import limits
 from tests.support import synth
@@ -112,8 +113,8 @@ def test_the_longest_task_role_arn_fits_google_subject() -> None:
 
 def test_audit_report_says_where_each_credential_lives_and_for_how_long(template: dict) -> None:
     names = {logical_id: logical_id for logical_id in template["Resources"]}
-    keyless = "\n".join(keys_summary(template, names))
+    keyless = "\n".join(credential_lives(template, names))
     assert "no Google key exists" in keyless and "1 hour" in keyless and "ECS container endpoint" in keyless
     key = synth().to_json()
-    with_key = "\n".join(keys_summary(key, {logical_id: logical_id for logical_id in key["Resources"]}))
+    with_key = "\n".join(credential_lives(key, {logical_id: logical_id for logical_id in key["Resources"]}))
     assert "lives until it is deleted in GCP" in with_key
