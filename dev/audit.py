@@ -27,6 +27,7 @@ from typing import Any
 
 from dev.audit_configurations import CONFIGURATIONS
 from dev.key_readers import credential_lives, key_readers
+from dev.permissions import who_can_do_what
 
 ROOT = Path(__file__).resolve().parent.parent
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
@@ -329,6 +330,16 @@ def credential_sections(assemblies: list[Assembly]) -> list[str]:
     return lines
 
 
+def permission_sections(assemblies: list[Assembly]) -> list[str]:
+    lines = ["", "## Who can do what", "",
+             "Each role's grants, each resource policy and what encrypts what, per configuration (dev/permissions.py). "
+             "`<Path>` is this stack's resource at that construct path; `${AWS::...}` is filled in at deploy time."]
+    for assembly in assemblies:
+        if assembly.template_path:
+            lines += ["", f"### Configuration `{assembly.name}`", "", *who_can_do_what(assembly.template, assembly.names)]
+    return lines
+
+
 RAW_OUTPUTS = [
     "", "## Raw outputs", "",
     "Each scanner's own machine output, next to this report (SARIF 2.1.0 loads in any SARIF viewer):", "",
@@ -345,7 +356,7 @@ def audit(assemblies: list[Assembly], dockerfile: Path, out: Path, started: floa
     gates = [nag_gate(assemblies), cfn_lint_gate(assemblies, out), checkov_gate(assemblies, dockerfile, out),
              hadolint_gate(dockerfile, out)]
     report = summary_lines(gates, time.monotonic() - started) + configuration_lines(assemblies)
-    report += accepted_lines(gates) + credential_sections(assemblies) + RAW_OUTPUTS
+    report += accepted_lines(gates) + credential_sections(assemblies) + permission_sections(assemblies) + RAW_OUTPUTS
     (out / "report.md").write_text("\n".join(report))
     return gates
 

@@ -114,3 +114,13 @@ def test_a_folder_without_a_template_is_a_one_line_error(tmp_path: Path) -> None
     assert result.returncode == 2
     assert result.stderr.strip() == (f"audit: --assembly {tmp_path} holds no *.template.json: "
                                      "give a folder `cdk synth -o DIR` wrote")
+
+
+def test_the_report_says_what_each_role_may_do_and_what_encrypts_what(audited: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    report = (audited[1] / "report.md").read_text()
+    section = report.split("## Who can do what")[1].split("\n## ")[0]
+    execution_role = section.split("#### Role `Job/TaskDefinition/ExecutionRole`")[1].split("####")[0]
+    assert "Assumed by: Service ecs-tasks.amazonaws.com" in execution_role
+    assert "**Allow** `secretsmanager:DescribeSecret`, `secretsmanager:GetSecretValue` on `<Job/GoogleCredentials>`" in execution_role
+    assert "#### Resource policy of `Job/GoogleCredentials/Policy` (AWS::SecretsManager::ResourcePolicy)" in section
+    assert "- Secret `Job/GoogleCredentials`: the template holds only a placeholder value" in section

@@ -19,22 +19,11 @@ import pytest
 
 from dev.audit_configurations import CONFIGURATIONS
 from dev.key_readers import as_list, statements
+from dev.permissions import IDENTITY_POLICIES, RESOURCE_POLICIES
 from tests.support import audited_template, resources_of, role_of, synth, task_definition
 
 ETL_JOB_DIR = Path(__file__).resolve().parents[2] / "etl_job"
 
-IDENTITY_POLICIES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
-# Resource types that carry a resource-based policy, and the property that holds it.
-RESOURCE_POLICIES = {
-    "AWS::SQS::QueuePolicy": "PolicyDocument",
-    "AWS::SNS::TopicPolicy": "PolicyDocument",
-    "AWS::KMS::Key": "KeyPolicy",
-    "AWS::SecretsManager::ResourcePolicy": "ResourcePolicy",
-    "AWS::S3::BucketPolicy": "PolicyDocument",
-    "AWS::Events::EventBusPolicy": "Statement",
-    "AWS::Logs::ResourcePolicy": "PolicyDocument",
-    "AWS::ECR::Repository": "RepositoryPolicyText",
-}
 # Property names that mean "this resource carries permissions": a type holding one must be checked here.
 _POLICY_PROPERTIES = {"PolicyDocument", "KeyPolicy", "ResourcePolicy", "RepositoryPolicyText", "Policies", "AssumeRolePolicyDocument"}
 # Actions that take no resource ARN: AWS requires "*" as their resource. The logs:* ones are CloudWatch Logs'
