@@ -108,7 +108,8 @@ def _run(config: config_module.Config, stop: stopping.Stop) -> tuple[RunResult, 
     from etl_job import bigquery_io, pipeline, sql_transform
 
     bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop,
-                              max_bytes_billed=config.max_bytes_billed)
+                              max_bytes_billed=config.max_bytes_billed,
+                              storage_endpoint=bigquery_io.storage_endpoint(os.environ))
     try:
         shard = pipeline.Shard(config.shard_index, config.shard_count)
         if transform is None:  # SQL push-down: one MERGE inside BigQuery

@@ -6,11 +6,14 @@ import base64
 import datetime
 import decimal
 import functools
+import io
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from google.api_core import exceptions as api_exceptions
@@ -32,6 +35,9 @@ REQUEST_TIMEOUT_SECONDS = 20.0  # one HTTP request
 RETRY_DEADLINE_SECONDS = 60.0  # one call, retries included
 JOB_TIMEOUT_SECONDS = 600.0  # the longest one load job or query may run
 JOB_POLL_SECONDS = 1.0  # the longest pause between two looks at a running job
+READ_STREAMS = 4  # Storage Read API streams read in parallel (BigQuery may offer fewer)
+READ_BUFFER = 2  # Arrow record batches buffered per stream: what bounds memory besides the batch
+_LOCAL_GRPC_PORT_OFFSET = 10  # bqemulator's layout: REST 9050, gRPC 9060
 
 # What a failed BigQuery or Google auth call raises; __main__ reports these without a traceback.
 ERRORS = (
@@ -42,6 +48,21 @@ ERRORS = (
 )
 # Not auth_exceptions.TransportError: a token endpoint that fails is reported by describe_error.
 _UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, TimeoutError)
+
+
+def storage_endpoint(env: Mapping[str, str]) -> str | None:
+    """The local BigQuery's Storage Read API (gRPC ``host:port``), or None for Google's.
+
+    BIGQUERY_STORAGE_EMULATOR_HOST if set, else, with BIGQUERY_EMULATOR_HOST, its host on its port + 10.
+    """
+    explicit = env.get(contract.BIGQUERY_STORAGE_EMULATOR_HOST, "").strip()
+    if explicit:
+        return explicit
+    emulator = env.get(contract.BIGQUERY_EMULATOR_HOST, "").strip()
+    if not emulator:
+        return None
+    parts = urlsplit(emulator)
+    return f"{parts.hostname}:{(parts.port or 80) + _LOCAL_GRPC_PORT_OFFSET}"
 
 
 def call_limit() -> float:
@@ -95,9 +116,10 @@ class BigQuery:
     """
 
     def __init__(self, auth: GoogleAuth, project: str, stop: stopping.Stop | None = None, *,
-                 max_bytes_billed: int | None = None) -> None:
+                 max_bytes_billed: int | None = None, storage_endpoint: str | None = None) -> None:
         options = ClientOptions(api_endpoint=auth.endpoint) if auth.endpoint else None
         self.client = bigquery.Client(project=project, credentials=auth.credentials, client_options=options)
+        self._auth, self._storage_endpoint, self._read_client = auth, storage_endpoint, None
         self.endpoint = auth.endpoint or "https://bigquery.googleapis.com"
         self._stop = stop or stopping.Stop()
         self._retry = DEFAULT_RETRY.with_deadline(RETRY_DEADLINE_SECONDS)
@@ -192,6 +214,59 @@ class BigQuery:
         ), settle=True)
         self._finish(job, settle=True)
         self._wait(lambda: job.result(retry=self._retry, timeout=REQUEST_TIMEOUT_SECONDS), settle=True, job=job)
+
+    def materialize(self, sql: str, parameters: list, table: TableId, *, expires: datetime.datetime) -> None:
+        """Write a query's result into a new table (CREATE TABLE AS SELECT) that BigQuery drops at ``expires``.
+
+        DDL rather than a query job with a destination: the local BigQuery ignores a job's destination.
+        """
+        ddl = (f"CREATE TABLE {table.sql} OPTIONS (expiration_timestamp = TIMESTAMP '{expires:%Y-%m-%d %H:%M:%S} UTC')"
+               f" AS\n{sql}")
+        job = self._start_query(ddl, bigquery.QueryJobConfig(query_parameters=parameters))
+        self._wait(lambda: job.result(**self._results()), job=job)
+
+    def read_table(self, table: TableId, columns: list[str], batch_rows: int) -> Iterator[Any]:
+        """Read a table with the Storage Read API: Arrow, ``READ_STREAMS`` streams in parallel, only ``columns``.
+
+        Yields pyarrow Tables of at most ``batch_rows`` rows (in no particular order). Each stream's
+        reader holds at most ``READ_BUFFER`` record batches, so memory is bounded however large the table.
+        """
+        from etl_job import arrow_io
+
+        client = self._storage_client()
+        session = self._wait(lambda: arrow_io.open_session(client, table, columns, READ_STREAMS,
+                                                             timeout=REQUEST_TIMEOUT_SECONDS))
+        reader = arrow_io.Reader(client, session, READ_BUFFER)
+        try:
+            while (batch := self._wait(lambda: reader.next_rows(batch_rows))) is not None:
+                yield batch
+        finally:
+            reader.close()
+
+    def load_arrow(self, rows: Any, table: TableId, schema: list[bigquery.SchemaField], *,
+                   write_disposition: str) -> None:
+        """Write an Arrow table with one Parquet load job under an explicit schema; wait for it."""
+        import pyarrow.parquet as pq
+
+        body = io.BytesIO()
+        pq.write_table(rows, body, compression="snappy")
+        job_config = bigquery.LoadJobConfig(schema=schema, write_disposition=write_disposition,
+                                            source_format=bigquery.SourceFormat.PARQUET)
+        job_config.parquet_options = bigquery.ParquetOptions()
+        job_config.parquet_options.enable_list_inference = True  # list<element> is an ARRAY, not a STRUCT
+        size = body.tell()  # known: one multipart request up to 5 MiB, not a resumable upload's two or more
+        body.seek(0)
+        job = self._wait(lambda: self.client.load_table_from_file(body, str(table), size=size, job_config=job_config,
+                                                                  timeout=RETRY_DEADLINE_SECONDS), settle=True)
+        self._finish(job, settle=True)
+        self._wait(lambda: job.result(retry=self._retry, timeout=REQUEST_TIMEOUT_SECONDS), settle=True, job=job)
+
+    def _storage_client(self) -> Any:
+        if self._read_client is None:
+            from etl_job import arrow_io
+
+            self._read_client = arrow_io.client(self._auth.credentials, self._storage_endpoint)
+        return self._read_client
 
     def _call(self) -> dict:
         return {"retry": self._retry, "timeout": REQUEST_TIMEOUT_SECONDS}

@@ -34,6 +34,9 @@ GOOGLE_WORKLOAD_IDENTITY_CONFIG = "GOOGLE_WORKLOAD_IDENTITY_CONFIG"
 TRANSFORM = "ETL_TRANSFORM"
 # Local development only: point the real client at a local BigQuery (scheme required).
 BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
+# Local development only: the local BigQuery's Storage Read API (gRPC, host:port, no TLS); unset, the
+# host of BIGQUERY_EMULATOR_HOST on its port + 10 (bqemulator's own layout: 9050 REST, 9060 gRPC).
+BIGQUERY_STORAGE_EMULATOR_HOST = "BIGQUERY_STORAGE_EMULATOR_HOST"
 # Tests and local development only, never set by the stack: send the BigQuery requests made with the
 # real credentials (not anonymous ones, unlike BIGQUERY_EMULATOR_HOST) to this URL instead of Google's.
 BIGQUERY_ENDPOINT = "ETL_BIGQUERY_ENDPOINT"

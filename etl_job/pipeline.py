@@ -59,7 +59,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from etl_job import JSON_NULL, SKIP, schema, stopping
+from etl_job import JSON_NULL, SKIP, arrow_io, schema, stopping
 from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import JobError
@@ -83,6 +83,13 @@ STAGING_EXPIRY = datetime.timedelta(days=1)  # BigQuery drops a staging table a 
 MAX_ERROR_CHARS = 1000
 MAX_REJECTED_PER_BATCH = 10  # rows a load job may reject in one batch before the run fails (not the rows' fault)
 COPIES = "_etl_key_copies"  # extract column: how many source rows share the row's key
+# The extract and load on the BigQuery Storage Read API (Arrow) and Parquet load jobs. False: today's
+# algorithm before them, REST query pages and JSON load jobs, kept only as `make bench`'s "rest" variant.
+STORAGE_API = True
+
+# A batch's load fails for a row's fault: BigQuery rejects it, or (Parquet) Arrow cannot hold a value.
+_ROW_FAULTS = (api_exceptions.BadRequest, *arrow_io.CONVERSION_ERRORS)
+_REJECTED = ("BigQuery rejected the row: ", "the row's values do not convert to its columns' types: ")
 
 Transform = Callable[[dict], "dict | object"]
 
@@ -203,7 +210,7 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
                           key,
                           source_filter=config.source_filter, json_columns=tables.json_columns,
                           sharded=shard.count > 1)
-        pages = bq.query_pages(sql, parameters, config.batch_size)
+        pages = _extract(bq, tables, sql, parameters, config.batch_size)
         while not stop.is_set():
             clock = time.monotonic()
             rows = next(pages, None)
@@ -229,21 +236,45 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
         # Abandon transforms still running after a stop: their rows are not loaded, so the next run redoes them.
         pool.shutdown(wait=False, cancel_futures=True)
         loader.close()  # loads the batches already transformed (settles them) unless loading failed
-        try:
-            bq.delete_table(tables.staging)
-        except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real outcome
-            log.warning("could not drop the staging table; it expires in a day",
-                        extra=fields(staging_table=str(tables.staging), error=str(exc)[:300]))
+        _drop(bq, tables.staging, tables.extract)
     if loader.error:
         raise loader.error
     result.seconds = time.monotonic() - started
     return result
 
 
+def _extract(bq: BigQuery, tables: _Tables, sql: str, parameters: list, batch_size: int) -> Iterator[list[dict]]:
+    """The extract's rows, a batch at a time.
+
+    The Storage Read API reads tables, not queries: the extract query (anti-join, filter, shard) is
+    first written into a table of its own (which expires in a day should the run be killed), then
+    read with several streams in parallel. One scan of the source, as before; the destination is
+    still the only checkpoint.
+    """
+    if not STORAGE_API:
+        yield from bq.query_pages(sql, parameters, batch_size)
+        return
+    bq.materialize(sql, parameters, tables.extract, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
+    for table in bq.read_table(tables.extract, [*tables.read_columns, COPIES], batch_size):
+        yield table.to_pylist()
+
+
+def _drop(bq: BigQuery, *names: TableId) -> None:
+    """Drop the run's own tables (each expires in a day should this fail or the run be killed)."""
+    for table in names:
+        try:
+            bq.delete_table(table)
+        except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real outcome
+            log.warning("could not drop the run's table; it expires in a day",
+                        extra=fields(table=str(table), error=str(exc)[:300]))
+
+
 @dataclass(frozen=True)
 class _Tables:
     destination: TableId
     staging: TableId
+    extract: TableId  # the extract query's result, read with the Storage Read API
+    read_columns: tuple  # the source's columns: the projection of that read
     errors: TableId
     skipped: TableId
     schema: list  # the destination's
@@ -291,12 +322,15 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     skipped_schema = [bigquery.SchemaField(key, key_field.field_type), bigquery.SchemaField("run_id", "STRING"),
                       bigquery.SchemaField("skipped_at", "TIMESTAMP")]
     skipped_rows = _ensure_table(bq, skipped, skipped_schema).num_rows
-    staging = config.destination_table.sibling(f"{config.destination_table.table}_staging_{run_id.replace('-', '_')}")
+    suffix = run_id.replace('-', '_')
+    staging = config.destination_table.sibling(f"{config.destination_table.table}_staging_{suffix}")
     staging_schema = [_staged(f) for f in destination.schema]
     bq.create_table(staging, staging_schema, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
     lineage = {f.name for f in LINEAGE}
     return _Tables(
         destination=config.destination_table, staging=staging, errors=config.errors_table, skipped=skipped,
+        extract=config.destination_table.sibling(f"{config.destination_table.table}_extract_{suffix}"),
+        read_columns=tuple(f.name for f in source),
         schema=destination.schema, staging_schema=staging_schema, errors_schema=errors_schema,
         skipped_schema=skipped_schema, any_skipped=skipped_rows is None or skipped_rows > 0,
         checks=schema.row_checks(f for f in destination.schema if f.name not in lineage),
@@ -344,8 +378,9 @@ def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
 
 
 def _staged(field: bigquery.SchemaField) -> bigquery.SchemaField:
-    """How a destination column travels in the staging table (see merge_sql)."""
-    if field.mode != "REPEATED" and schema.standard(field.field_type) in ("JSON", "BYTES"):
+    """How a destination column travels in the staging table (see merge_sql); Parquet carries BYTES as they are."""
+    as_text = ("JSON",) if STORAGE_API else ("JSON", "BYTES")
+    if field.mode != "REPEATED" and schema.standard(field.field_type) in as_text:
         return bigquery.SchemaField(field.name, "STRING", mode=field.mode)
     return field
 
@@ -477,6 +512,7 @@ class _Loader:
     def __init__(self, bq: BigQuery, tables: _Tables, result: RunResult, started: float, stop: stopping.Stop) -> None:
         self._bq, self._tables, self._result, self._started, self._stop = bq, tables, result, started, stop
         self._queue: queue.Queue = queue.Queue()
+        self._arrow_schema = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
         self._thread.start()
@@ -548,28 +584,45 @@ class _Loader:
     def _land(self, rows: list[dict], failed: list) -> int:
         """Load the rows into staging and MERGE them; return how many were inserted.
 
-        A load job that fails with BadRequest (a value BigQuery would not read, which the checks in
-        ``schema`` did not foresee) is retried on each half of the rows, down to the one row at fault,
-        which joins ``failed``: a few more load jobs for one bad row, never the whole batch lost.
+        A load that fails for a row's fault (BigQuery's BadRequest, or a value Arrow cannot hold in its
+        column, which the checks in ``schema`` did not foresee) is retried on each half of the rows, down
+        to the one row at fault, which joins ``failed``: a few more load jobs for one bad row, never the
+        whole batch lost.
         """
         tables = self._tables
         try:
-            self._bq.load_rows(rows, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
-        except api_exceptions.BadRequest as exc:
+            self._stage(rows)
+        except _ROW_FAULTS as exc:
             if len(rows) > 1:
                 half = len(rows) // 2
                 return self._land(rows[:half], failed) + self._land(rows[half:], failed)
-            rejected = sum(1 for entry in failed if entry[2].startswith("BigQuery rejected the row"))
-            if rejected >= MAX_REJECTED_PER_BATCH:
-                raise
-            message = str(exc.message).splitlines()[0][:MAX_ERROR_CHARS]
-            failed.append((rows[0][tables.key], None, f"BigQuery rejected the row: {message}",
-                           schema.excerpt({k: v for k, v in rows[0].items() if k not in ("run_id", "processed_at")})))
+            _reject(rows[0], exc, failed, tables.key)
             return 0
         changed = self._bq.run_dml(merge_sql(
             tables.destination, tables.staging, tables.key, [f.name for f in tables.schema],
             json_columns=tables.staged_json, bytes_columns=tables.staged_bytes))
         return len(rows) if changed is None else changed
+
+    def _stage(self, rows: list[dict]) -> None:
+        """Replace the staging table's rows with these: a Parquet load (or, today's algorithm, a JSON load)."""
+        tables = self._tables
+        if not STORAGE_API:
+            self._bq.load_rows(rows, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
+            return
+        if self._arrow_schema is None:
+            self._arrow_schema = arrow_io.arrow_schema(tables.staging_schema)
+        table = arrow_io.to_arrow(rows, self._arrow_schema, tables.staging_schema)
+        self._bq.load_arrow(table, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
+
+
+def _reject(row: dict, exc: Exception, failed: list, key: str) -> None:
+    """Record the row a load refused in ``failed``; re-raise once a batch has too many (not the rows' fault)."""
+    if sum(1 for entry in failed if entry[2].startswith(_REJECTED)) >= MAX_REJECTED_PER_BATCH:
+        raise exc
+    reason = _REJECTED[0] if isinstance(exc, api_exceptions.BadRequest) else _REJECTED[1]
+    message = str(getattr(exc, "message", exc)).splitlines()[0][:MAX_ERROR_CHARS]
+    failed.append((row[key], None, f"{reason}{message}",
+                   schema.excerpt({k: v for k, v in row.items() if k not in ("run_id", "processed_at")})))
 
 
 def _to_staging(row: dict, tables: _Tables) -> None:

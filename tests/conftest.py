@@ -10,10 +10,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pytest
 
-from dev.local_bigquery import PROJECT, LocalBigQuery
+from dev.local_bigquery import GRPC_PORT_OFFSET, PROJECT, LocalBigQuery
 from tests.support import CDK, ROOT, CliSynth, offline_env, source_row, source_schema
 
 # Node 20 still runs jsii fine; its end-of-life banner would drown the test output.
@@ -74,10 +75,12 @@ class Job:
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("ETL_", "GOOGLE_", "ECS_", "AWS_")) and key != "BIGQUERY_EMULATOR_HOST"
+            if not key.startswith(("ETL_", "GOOGLE_", "ECS_", "AWS_", "BIGQUERY_"))
         }
         env.update(
             BIGQUERY_EMULATOR_HOST=self.url,
+            # stays on the local BigQuery's gRPC port when a test sends REST through a proxy
+            BIGQUERY_STORAGE_EMULATOR_HOST=f"{urlsplit(self.url).hostname}:{urlsplit(self.url).port + GRPC_PORT_OFFSET}",
             ETL_SOURCE_TABLE=self.source,
             ETL_DESTINATION_TABLE=self.destination,
             ETL_LOG_FORMAT="json",

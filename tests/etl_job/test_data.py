@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -90,17 +91,24 @@ def test_a_value_that_does_not_fit_its_column_is_a_row_error_and_the_rest_of_its
     assert [r["id"] for r in job.rows()] == list(range(1, 101))
 
 
-def test_a_load_job_that_still_rejects_a_row_is_split_until_the_row_is_found(job, local_bigquery, monkeypatch):
+@pytest.mark.parametrize("storage_api, says", [
+    (True, "the row's values do not convert to its columns' types: "),  # Parquet: Arrow refuses it first
+    (False, "BigQuery rejected the row: "),  # today's JSON load: the load job refuses it
+])
+def test_a_load_that_still_rejects_a_row_is_split_until_the_row_is_found(job, local_bigquery, monkeypatch,
+                                                                         storage_api, says):
     # Checks in the job catch every bad value this test can make, so they are switched off here to
-    # reach the last line of defence: BigQuery's own load job rejecting the batch.
+    # reach the last line of defence: the load refusing the batch.
     monkeypatch.setattr(schema, "row_problem", lambda row, checks: None)
+    monkeypatch.setattr(pipeline, "STORAGE_API", storage_api)
     job.create_source([source_row(i) for i in range(1, 201)], key_mode="REQUIRED")
     settings = config.load_config({"ETL_SOURCE_TABLE": job.source, "ETL_DESTINATION_TABLE": job.destination,
                                    "ETL_BATCH_SIZE": "200"})
-    bq = bigquery_io.BigQuery(credentials.resolve({"BIGQUERY_EMULATOR_HOST": local_bigquery.url}), project=PROJECT)
+    bq = bigquery_io.BigQuery(credentials.resolve({"BIGQUERY_EMULATOR_HOST": local_bigquery.url}), project=PROJECT,
+                              storage_endpoint=local_bigquery.grpc)
     loads = []
-    load_rows = bq.load_rows
-    monkeypatch.setattr(bq, "load_rows", lambda rows, *a, **k: loads.append(len(rows)) or load_rows(rows, *a, **k))
+    for name in ("load_rows", "load_arrow"):
+        monkeypatch.setattr(bq, name, functools.partial(_counted, getattr(bq, name), loads))
     transform, output = config.import_transform(f"{TRANSFORMS}:bad_score_for_multiples_of_97")
 
     result = pipeline.run(settings, bq, transform, stopping.Stop(), output_columns=output)
@@ -109,11 +117,16 @@ def test_a_load_job_that_still_rejects_a_row_is_split_until_the_row_is_found(job
     assert [r["id"] for r in job.rows()] == [i for i in range(1, 201) if i % 97]
     errors = job.rows(job.errors)
     assert sorted(e["id"] for e in errors) == [97, 194]
-    assert all(e["error"].startswith("BigQuery rejected the row: ") for e in errors)
+    assert all(e["error"].startswith(says) for e in errors), errors
     assert all(f"'score': 'not a number {e['id']}'" in e["value"] for e in errors)
     # Bounded: a binary split costs at most 2 loads per level per bad row (8 levels for 200 rows), plus
     # the errors table's load; not one load job per row.
     assert len(loads) <= 2 * 2 * 8 + 1, loads
+
+
+def _counted(load, loads: list, rows, *args, **kwargs):
+    loads.append(len(rows))
+    return load(rows, *args, **kwargs)
 
 
 def test_a_source_with_its_own_lineage_column_stops_before_anything_is_written(job):

@@ -1,0 +1,184 @@
+"""Arrow on the wire: reading tables with the BigQuery Storage Read API, and rows into Arrow for Parquet loads."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pyarrow as pa
+from google.cloud import bigquery
+
+from etl_job import JSON_NULL, schema
+from etl_job.config import TableId
+
+# What pyarrow raises for a value that does not fit its column.
+CONVERSION_ERRORS = (pa.ArrowException, ArithmeticError, TypeError, ValueError)
+_DONE = object()  # a stream's end, in the reader's queue
+_SCALARS: dict[str, pa.DataType] = {
+    "INT64": pa.int64(), "FLOAT64": pa.float64(), "NUMERIC": pa.decimal128(38, 9),
+    "BIGNUMERIC": pa.decimal256(76, 38), "BOOL": pa.bool_(), "STRING": pa.string(), "BYTES": pa.binary(),
+    "DATE": pa.date32(), "DATETIME": pa.timestamp("us"), "TIME": pa.time64("us"),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"), "JSON": pa.string(), "GEOGRAPHY": pa.string(),
+}
+
+
+def client(credentials: Any, endpoint: str | None) -> Any:
+    """A Storage Read API client: Google's with the run's credentials, or a local one over plain gRPC."""
+    from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+
+    if endpoint is None:
+        return BigQueryReadClient(credentials=credentials)
+    import grpc
+    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
+
+    return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=grpc.insecure_channel(endpoint)))
+
+
+def open_session(read_client: Any, table: TableId, columns: list[str], streams: int, *, timeout: float) -> Any:
+    """A read session on the table in Arrow, only ``columns`` (projection), split into up to ``streams`` streams."""
+    from google.cloud.bigquery_storage_v1 import types
+
+    session = types.ReadSession(
+        table=f"projects/{table.project}/datasets/{table.dataset}/tables/{table.table}",
+        data_format=types.DataFormat.ARROW,
+        read_options=types.ReadSession.TableReadOptions(selected_fields=columns),
+    )
+    return read_client.create_read_session(parent=f"projects/{table.project}", read_session=session,
+                                           max_stream_count=streams, timeout=timeout)
+
+
+class Reader:
+    """Reads every stream of a session on its own thread into one bounded queue; hands out tables of n rows."""
+
+    def __init__(self, read_client: Any, session: Any, buffer: int) -> None:
+        self._schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, buffer * len(session.streams)))
+        self._closed = threading.Event()
+        self._pending: list[pa.RecordBatch] = []
+        self._running = len(session.streams)
+        for stream in session.streams:
+            threading.Thread(target=self._read, args=(read_client, stream.name), name="storage-read",
+                             daemon=True).start()
+
+    def next_rows(self, rows: int) -> pa.Table | None:
+        """The next table of at most ``rows`` rows; None when every stream has ended."""
+        held = sum(batch.num_rows for batch in self._pending)
+        while held < rows and self._running:
+            item = self._queue.get()
+            if item is _DONE:
+                self._running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                self._pending.append(item)
+                held += item.num_rows
+        if not held:
+            return None
+        table = pa.Table.from_batches(self._pending, self._schema)
+        self._pending = table.slice(rows).to_batches() if held > rows else []
+        return table.slice(0, rows)
+
+    def close(self) -> None:
+        """Let the stream threads end (they stop at their next record batch)."""
+        self._closed.set()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def _read(self, read_client: Any, stream: str) -> None:
+        try:
+            for response in read_client.read_rows(stream):
+                batch = pa.ipc.read_record_batch(
+                    pa.py_buffer(response.arrow_record_batch.serialized_record_batch), self._schema)
+                if not self._put(batch):
+                    return
+            self._put(_DONE)
+        except Exception as exc:  # noqa: BLE001 - handed to the reading thread
+            self._put(exc)
+
+    def _put(self, item: object) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def arrow_schema(fields: Iterable[bigquery.SchemaField]) -> pa.Schema:
+    """The Arrow schema a Parquet load of these BigQuery columns needs (JSON travels as its text)."""
+    return pa.schema([_arrow_field(f) for f in fields])
+
+
+def _arrow_field(field: bigquery.SchemaField) -> pa.Field:
+    kind = schema.standard(field.field_type)
+    inner = pa.struct([_arrow_field(f) for f in field.fields]) if kind == "STRUCT" else _SCALARS[kind]
+    return pa.field(field.name, pa.list_(inner) if field.mode == "REPEATED" else inner)
+
+
+def to_arrow(rows: list[dict], target: pa.Schema, fields: list[bigquery.SchemaField]) -> pa.Table:
+    """The rows as an Arrow table of the target schema.
+
+    Values the row checks accept but Arrow does not take as they are (a timestamp or a number as
+    text, a float for a NUMERIC, a dict in a JSON column inside a STRUCT) are converted first; rows of
+    plain values take the fast path. Raises pyarrow's error, or ValueError, for a value that still does not fit.
+    """
+    try:
+        return pa.Table.from_pylist(rows, schema=target)
+    except CONVERSION_ERRORS:
+        converters = {f.name: _converter(f) for f in fields}
+        converted = [{name: convert(row.get(name)) for name, convert in converters.items()} for row in rows]
+        return pa.Table.from_pylist(converted, schema=target)
+
+
+def _converter(field: bigquery.SchemaField) -> Callable[[Any], Any]:
+    kind = schema.standard(field.field_type)
+    if kind == "STRUCT":
+        members = {f.name: _converter(f) for f in field.fields}
+
+        def scalar(value: Any) -> Any:
+            return {name: convert(value.get(name)) for name, convert in members.items()}
+    else:
+        scalar = _SCALAR_CONVERTERS.get(kind, _unchanged)
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if field.mode == "REPEATED":
+            return [scalar(item) for item in value]
+        return scalar(value)
+
+    return convert
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+def _when_text(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    return lambda value: parse(value.strip()) if isinstance(value, str) else value
+
+
+def _moment(kind: type) -> Callable[[str], Any]:
+    return lambda text: kind.fromisoformat(text.replace(" ", "T", 1))
+
+
+def _decimal(value: Any) -> Any:
+    return decimal.Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+
+
+def _json_text(value: Any) -> str:
+    return "null" if value is JSON_NULL else json.dumps(value, allow_nan=False)
+
+
+_SCALAR_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "INT64": _when_text(int), "FLOAT64": _when_text(float), "NUMERIC": _decimal, "BIGNUMERIC": _decimal,
+    "DATE": _when_text(datetime.date.fromisoformat), "DATETIME": _when_text(_moment(datetime.datetime)),
+    "TIME": _when_text(datetime.time.fromisoformat), "TIMESTAMP": _when_text(_moment(datetime.datetime)),
+    "JSON": _json_text,
+}
