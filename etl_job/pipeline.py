@@ -64,6 +64,7 @@ from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
@@ -86,6 +87,10 @@ COPIES = "_etl_key_copies"  # extract column: how many source rows share the row
 # The extract and load on the BigQuery Storage Read API (Arrow) and Parquet load jobs. False: today's
 # algorithm before them, REST query pages and JSON load jobs, kept only as `make bench`'s "rest" variant.
 STORAGE_API = True
+# Transformed batches are gathered, as Arrow, into one Parquet load and one MERGE of up to this many bytes:
+# a load job and a MERGE per 5,000-row batch cost more than the rows (and BigQuery allows 1,500 load jobs
+# per table a day). Memory: two batches of rows plus at most this.
+LOAD_BYTES = 16 * 1024 * 1024
 
 # A batch's load fails for a row's fault: BigQuery rejects it, or (Parquet) Arrow cannot hold a value.
 _ROW_FAULTS = (api_exceptions.BadRequest, *arrow_io.CONVERSION_ERRORS)
@@ -236,6 +241,7 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
         # Abandon transforms still running after a stop: their rows are not loaded, so the next run redoes them.
         pool.shutdown(wait=False, cancel_futures=True)
         loader.close()  # loads the batches already transformed (settles them) unless loading failed
+        result.complete = result.complete and not result.rows_abandoned  # the last load given up on at a stop
         _drop(bq, tables.staging, tables.extract)
     if loader.error:
         raise loader.error
@@ -415,6 +421,7 @@ class _Batch:
     skipped: list = field(default_factory=list)  # keys of the rows the transform skipped
     duplicates: int = 0  # of failed: extra source rows of a duplicated key
     abandoned: int = 0  # rows not transformed because the run is stopping
+    final: bool = False  # the run's end: load what is gathered
 
 
 @dataclass(frozen=True)
@@ -512,7 +519,9 @@ class _Loader:
     def __init__(self, bq: BigQuery, tables: _Tables, result: RunResult, started: float, stop: stopping.Stop) -> None:
         self._bq, self._tables, self._result, self._started, self._stop = bq, tables, result, started, stop
         self._queue: queue.Queue = queue.Queue()
-        self._arrow_schema = None
+        self._arrow_schema = arrow_io.arrow_schema(tables.staging_schema)
+        self._pending: list = []  # Arrow tables of transformed rows not loaded yet (whole batches)
+        self._pending_rows = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
         self._thread.start()
@@ -525,7 +534,8 @@ class _Loader:
         self._queue.put(batch)
 
     def close(self) -> None:
-        """Finish the batch handed over (settle it, until the stop deadline), then end the thread."""
+        """Finish the batch handed over and the rows gathered (settle them, until the stop deadline); end the thread."""
+        self._queue.put(_Batch(final=True))
         self._queue.put(None)
         self._thread.join()
 
@@ -539,21 +549,51 @@ class _Loader:
             finally:
                 self._queue.task_done()
 
+    def _gather(self, rows: list[dict], failed: list) -> None:
+        """Add the batch's rows, as Arrow, to those the next load writes; rows Arrow cannot hold join ``failed``."""
+        table = self._convert(rows, failed)
+        if table is not None and table.num_rows:
+            self._pending.append(table)
+            self._pending_rows += table.num_rows
+
+    def _convert(self, rows: list[dict], failed: list):
+        """The rows as Arrow; a row whose values do not convert is found by halving, without a load job."""
+        try:
+            return arrow_io.to_arrow(rows, self._arrow_schema, self._tables.staging_schema)
+        except arrow_io.CONVERSION_ERRORS as exc:
+            if len(rows) == 1:
+                _reject(rows[0], exc, failed, self._tables.key)
+                return None
+            halves = [self._convert(part, failed) for part in (rows[:len(rows) // 2], rows[len(rows) // 2:])]
+            return pa.concat_tables([half for half in halves if half is not None])
+
+    def _flush(self, failed: list, *, final: bool) -> int:
+        """Load the gathered rows (one Parquet load and one MERGE) once they reach LOAD_BYTES, or at the end."""
+        if not self._pending or (not final and sum(t.nbytes for t in self._pending) < LOAD_BYTES):
+            return 0
+        table = pa.concat_tables(self._pending)
+        inserted = self._land(table, failed)
+        self._pending, self._pending_rows = [], 0
+        return inserted
+
     def _load(self, batch: _Batch) -> None:
         result, tables, key = self._result, self._tables, self._tables.key
         clock = time.monotonic()
-        now = datetime.datetime.now(datetime.UTC).isoformat()
+        now = datetime.datetime.now(datetime.UTC)
         result.rows_abandoned += batch.abandoned
         unsettled = len(batch.loaded) + len(batch.failed) + len(batch.skipped)
         try:
-            if unsettled and self._stop.past(stopping.DEADLINE_SECONDS):
+            if (unsettled or self._pending_rows) and self._stop.past(stopping.DEADLINE_SECONDS):
                 raise Abandoned("the stop deadline has passed")
-            if batch.loaded:
-                for row in batch.loaded:  # in place: one copy of the batch fewer in memory
-                    _to_staging(row, tables)
-                    row.update(run_id=result.run_id, processed_at=now)
+            for row in batch.loaded:  # in place: one copy of the batch fewer in memory
+                _to_staging(row, tables)
+                row.update(run_id=result.run_id, processed_at=now)
+            if STORAGE_API:
+                self._gather(batch.loaded, batch.failed)
+                result.rows_loaded += self._flush(batch.failed, final=batch.final)
+            elif batch.loaded:
                 result.rows_loaded += self._land(batch.loaded, batch.failed)
-                unsettled -= len(batch.loaded)
+            unsettled -= len(batch.loaded)
             if batch.skipped:
                 skipped = [{key: k, "run_id": result.run_id, "skipped_at": now} for k in batch.skipped]
                 self._bq.load_rows(skipped, tables.skipped, tables.skipped_schema, write_disposition="WRITE_APPEND")
@@ -568,12 +608,16 @@ class _Loader:
                 unsettled = 0
         except Abandoned:
             # A load or MERGE given up on either committed or not: the next run redoes whatever is missing.
+            unsettled += self._pending_rows
+            self._pending, self._pending_rows = [], 0
             result.rows_abandoned += unsettled
             log.warning("gave up on the batch in flight at the stop deadline; the next run redoes what did not land",
                         extra=fields(rows_abandoned=unsettled, deadline_seconds=stopping.DEADLINE_SECONDS))
             return
         finally:
             result.timings["load"] += time.monotonic() - clock
+        if batch.final:
+            return
         result.batches += 1
         log.info("batch loaded", extra=fields(
             batch=result.batches, rows_loaded=result.rows_loaded, rows_failed=result.rows_failed,
@@ -581,7 +625,7 @@ class _Loader:
             rows_per_second=round(result.rows_loaded / (time.monotonic() - self._started), 1),
         ))
 
-    def _land(self, rows: list[dict], failed: list) -> int:
+    def _land(self, rows, failed: list) -> int:
         """Load the rows into staging and MERGE them; return how many were inserted.
 
         A load that fails for a row's fault (BigQuery's BadRequest, or a value Arrow cannot hold in its
@@ -596,23 +640,20 @@ class _Loader:
             if len(rows) > 1:
                 half = len(rows) // 2
                 return self._land(rows[:half], failed) + self._land(rows[half:], failed)
-            _reject(rows[0], exc, failed, tables.key)
+            _reject(rows[0] if isinstance(rows, list) else rows.slice(0, 1).to_pylist()[0], exc, failed, tables.key)
             return 0
         changed = self._bq.run_dml(merge_sql(
             tables.destination, tables.staging, tables.key, [f.name for f in tables.schema],
             json_columns=tables.staged_json, bytes_columns=tables.staged_bytes))
         return len(rows) if changed is None else changed
 
-    def _stage(self, rows: list[dict]) -> None:
-        """Replace the staging table's rows with these: a Parquet load (or, today's algorithm, a JSON load)."""
+    def _stage(self, rows) -> None:
+        """Replace the staging table's rows with these: Arrow in a Parquet load, or (today's algorithm) dicts in JSON."""
         tables = self._tables
-        if not STORAGE_API:
+        if isinstance(rows, list):
             self._bq.load_rows(rows, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
-            return
-        if self._arrow_schema is None:
-            self._arrow_schema = arrow_io.arrow_schema(tables.staging_schema)
-        table = arrow_io.to_arrow(rows, self._arrow_schema, tables.staging_schema)
-        self._bq.load_arrow(table, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
+        else:
+            self._bq.load_arrow(rows, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
 
 
 def _reject(row: dict, exc: Exception, failed: list, key: str) -> None:
