@@ -1,12 +1,13 @@
-"""``make bench``: the tutorial's algorithm, this job and the backend's floor, side by side on a local BigQuery.
+"""``make bench``: the job's two paths, today's algorithm and the backend's floors, side by side on a local BigQuery.
 
 Every variant runs in its own process against a freshly started local BigQuery (itself in its own
 process), so wall time and peak memory (``ru_maxrss`` of that one child) are the variant's own.
 
-* baseline: the tutorial, reimplemented: fetch all rows, transform one by one, ``insert_rows_json``
-  in batches of 500.
-* ours: the real ``python -m etl_job``.
-* floor: what this backend allows at best: iterate the extract query to the end, then one load job.
+* python: the real ``python -m etl_job`` (the Python path: Storage Read API, Arrow, Parquet loads).
+* rest: the real job with today's algorithm before the Storage APIs (``pipeline.STORAGE_API=False``:
+  REST query pages, a JSON load and a MERGE per batch).
+* floor: what this backend allows at best for the Python path: a Storage Read of the source
+  (Arrow, 4 streams), then one Parquet load of the same rows.
 * sql: the real ``python -m etl_job`` on the SQL path (ETL_TRANSFORM_SQL from etl_job/transform.sql).
 * bare_merge: the SQL path's floor: a process that only creates the destination and runs one bare
   MERGE of the same rows (same client, same machine), with none of the job's checks.
@@ -17,8 +18,10 @@ process), so wall time and peak memory (``ru_maxrss`` of that one child) are the
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -27,13 +30,15 @@ from pathlib import Path
 from dev.local_bigquery import PROJECT, LocalBigQuery
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZES = (10_000, 100_000)
+ROWS = 1_000_000  # where the targets are set
+SMALL_ROWS = 100_000  # the Python path's memory is compared with this size
 IO_ROWS = 2_000
 IO_SLEEP_SECONDS = 0.020
 DATASET = "bench"
 SOURCE = f"{PROJECT}.{DATASET}.source"
 DESTINATION = f"{PROJECT}.{DATASET}.destination"
-TARGET_FLOOR_RATIO = 1.5
+TARGET_FLOOR_RATIO = 1.5  # the Python path against the floor
+TARGET_REST_SPEEDUP = 3.0  # the Python path against today's algorithm
 TARGET_MEMORY_GROWTH = 0.20
 TARGET_IO_SPEEDUP = 20.0
 TARGET_SQL_MERGE_RATIO = 1.5  # the SQL path's whole process against a bare MERGE
@@ -41,10 +46,8 @@ TARGET_SQL_SPEEDUP = 10.0  # the SQL path against the Python path
 SHARD_COUNTS = (1, 2, 4)
 SHARD_CONCURRENCY = 4  # per shard process: what one task may run at once
 TARGET_SHARD_SPEEDUP = 1.5  # 4 shards against 1: 2 cores and one local BigQuery process limit it (README)
-REPEATS = 3  # the machine may be shared: report the best wall time (and the highest peak memory) of 3 runs
-VARIANTS = ("baseline", "ours", "floor", "sql", "bare_merge")
-SQL_ROWS = 1_000_000  # the SQL path's targets are set at this size (one run each: the Python path takes a minute)
-SQL_VARIANTS = ("sql", "bare_merge", "ours")
+REPEATS = 3  # for the shorter runs: the best wall time (and the highest peak memory) of 3
+VARIANTS = ("python", "rest", "floor", "sql", "bare_merge")  # each once at ROWS (today's algorithm takes a minute)
 TRANSFORM_SQL = (ROOT / "etl_job" / "transform.sql").read_text()
 
 
@@ -69,23 +72,29 @@ def _schema():
 
 
 def _seed(client, rows: int) -> None:
+    """The source table with ``rows`` rows, written with one Parquet load (a JSON load of 1M rows takes long)."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
     from google.cloud import bigquery
 
     client.create_dataset(DATASET, exists_ok=True)
-    client.create_table(bigquery.Table(SOURCE, schema=_schema()))
-    for start in range(0, rows, 50_000):
-        chunk = [
-            {
-                "id": i,
-                "name": f"John Doe {i}" if i % 3 == 0 else f"Jane Roe {i}",
-                "email": f"user{i}@example.com",
-                "amount": i * 1.25,
-                "created_at": "2024-01-31T05:00:00Z",
-            }
-            for i in range(start, min(rows, start + 50_000))
-        ]
-        config = bigquery.LoadJobConfig(schema=_schema(), write_disposition="WRITE_APPEND")
-        client.load_table_from_json(chunk, SOURCE, job_config=config).result()
+    ids = pa.array(range(rows), pa.int64())
+    table = pa.table({
+        "id": ids,
+        "name": [f"John Doe {i}" if i % 3 == 0 else f"Jane Roe {i}" for i in range(rows)],
+        "email": [f"user{i}@example.com" for i in range(rows)],
+        "amount": pc.multiply(ids.cast(pa.float64()), 1.25),
+        "created_at": pa.array([datetime.datetime(2024, 1, 31, 5, tzinfo=datetime.UTC)] * rows,
+                               pa.timestamp("us", tz="UTC")),
+    })
+    body = io.BytesIO()
+    pq.write_table(table, body)
+    body.seek(0)
+    config = bigquery.LoadJobConfig(schema=_schema(), source_format="PARQUET")
+    client.load_table_from_file(body, SOURCE, job_config=config).result()
 
 
 # Runs the variant and reports its own peak memory. Needed because Linux starts a child's
@@ -118,13 +127,11 @@ def _run_variant(variant: str, rows: int, extra_env: dict | None = None) -> dict
             "ETL_SOURCE_TABLE": SOURCE,
             "ETL_DESTINATION_TABLE": DESTINATION,
             "ETL_LOG_FORMAT": "json",
+            **({"ETL_TRANSFORM_SQL": TRANSFORM_SQL} if variant == "sql" else {}),
             **(extra_env or {}),
         }
-        if variant in ("ours", "sql"):
-            command = [sys.executable, "-m", "etl_job"]
-            env.update({"ETL_TRANSFORM_SQL": TRANSFORM_SQL} if variant == "sql" else {})
-        else:
-            command = [sys.executable, "-m", "dev.bench", "--variant", variant]
+        job = variant in ("python", "sql")
+        command = [sys.executable, "-m", "etl_job"] if job else [sys.executable, "-m", "dev.bench", "--variant", variant]
         seconds, peak_mib, code = _measure(command, env)
         loaded = next(iter(client.query(f"SELECT COUNT(*) AS n FROM `{DESTINATION}`").result())).n
     if code != 0 or loaded != rows:
@@ -164,35 +171,38 @@ def _shard_checks() -> list[tuple[bool, str]]:
              f"{SHARD_COUNTS[-1]} shards >= {TARGET_SHARD_SPEEDUP:.0f}x faster than 1 ({speedup:.1f}x)")]
 
 
-def _baseline() -> None:
-    """The tutorial: fetch everything, transform row by row, stream inserts 500 at a time."""
-    from google.cloud import bigquery
-    from google.cloud.bigquery.retry import DEFAULT_RETRY
+def _rest() -> None:
+    """The real job with today's algorithm before the Storage APIs: REST query pages, JSON loads."""
+    from etl_job import pipeline
 
-    from etl_job.transform import transform
-
-    client = _client()
-    rows = [dict(row.items()) for row in client.query(f"SELECT * FROM `{SOURCE}`").result()]
-    out = [transform(row) for row in rows]
-    for row in out:
-        row["created_at"] = row["created_at"].isoformat()
-    table = client.create_table(bigquery.Table(DESTINATION, schema=_schema()))
-    for start in range(0, len(out), 500):
-        errors = client.insert_rows_json(table, out[start : start + 500], retry=DEFAULT_RETRY.with_deadline(30))
-        if errors:
-            raise SystemExit(f"insert failed: {errors[:3]}")
+    pipeline.STORAGE_API = False
+    sys.argv = ["etl_job"]
+    runpy.run_module("etl_job", run_name="__main__", alter_sys=True)
 
 
 def _floor() -> None:
-    """The least this backend needs: read the query's result to the end, then one load job."""
+    """The least this backend needs for the Python path: a Storage Read of the source, then one Parquet load."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from google.cloud import bigquery
 
+    from etl_job import arrow_io, bigquery_io
+    from etl_job.config import TableId
+
     client = _client()
-    rows = [dict(row.items()) for row in client.query(f"SELECT * FROM `{SOURCE}`").result(page_size=5000)]
-    for row in rows:
-        row["created_at"] = row["created_at"].isoformat()
-    config = bigquery.LoadJobConfig(schema=_schema(), write_disposition="WRITE_TRUNCATE")
-    client.load_table_from_json(rows, DESTINATION, job_config=config).result()
+    endpoint = bigquery_io.storage_endpoint(os.environ)
+    read_client = arrow_io.client(None, endpoint)
+    session = arrow_io.open_session(read_client, TableId(PROJECT, DATASET, "source"), [f.name for f in _schema()],
+                                    bigquery_io.READ_STREAMS, timeout=60)
+    reader = arrow_io.Reader(read_client, session, bigquery_io.READ_BUFFER)
+    batches = []
+    while (batch := reader.next_rows(1_000_000)) is not None:
+        batches.append(batch)
+    body = io.BytesIO()
+    pq.write_table(pa.concat_tables(batches), body)
+    config = bigquery.LoadJobConfig(schema=_schema(), write_disposition="WRITE_TRUNCATE", source_format="PARQUET")
+    body.seek(0)
+    client.load_table_from_file(body, DESTINATION, job_config=config).result()
 
 
 def _bare_merge() -> None:
@@ -226,59 +236,64 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def main() -> int:
-    """Run every variant at every size, print the table and the targets; exit 1 if a target fails."""
+def _header() -> None:
     print(f"Local BigQuery (bqemulator), {os.cpu_count()} cores. Each run in its own process against a fresh")
-    print(f"local BigQuery in another; best wall time and highest peak memory of {REPEATS} runs.")
+    print("local BigQuery in another (one run each at 1,000,000 rows; best of 3 for the shorter runs).")
     print(f"Load average at start: {os.getloadavg()[0]:.1f}.\n")
-    print(f"{'variant':<10} {'rows':>8} {'wall s':>8} {'rows/s':>9} {'peak MiB':>9}")
-    results = {}
-    for rows in SIZES:
-        # Interleaved, so a busy moment on a shared machine hits every variant alike.
-        runs = [_run_variant(variant, rows) for _ in range(REPEATS) for variant in VARIANTS]
-        for variant in VARIANTS:
-            mine = [r for r in runs if r["variant"] == variant]
-            r = results[variant, rows] = {
-                "seconds": min(r["seconds"] for r in mine),
-                "peak_mib": max(r["peak_mib"] for r in mine),
-            }
-            print(f"{variant:<10} {rows:>8,} {r['seconds']:>8.2f} {rows / r['seconds']:>9,.0f} {r['peak_mib']:>9.0f}",
-                  flush=True)
+    print(f"{'variant':<10} {'rows':>9} {'wall s':>8} {'rows/s':>10} {'peak MiB':>9}")
 
+
+def _row(variant: str, rows: int, result: dict) -> None:
+    print(f"{variant:<10} {rows:>9,} {result['seconds']:>8.2f} {rows / result['seconds']:>10,.0f} "
+          f"{result['peak_mib']:>9.0f}", flush=True)
+
+
+def _variants() -> dict:
+    """Every variant once at ROWS, and the Python path at SMALL_ROWS (its memory is compared)."""
+    results = {}
+    for variant, rows in [("python", SMALL_ROWS), *((v, ROWS) for v in VARIANTS)]:
+        results[variant, rows] = _run_variant(variant, rows)
+        _row(variant, rows, results[variant, rows])
+    return results
+
+
+def _io_checks() -> list[tuple[bool, str]]:
+    """The I/O-bound transform sequentially and at the default concurrency: the target for the speed-up."""
     io_env = {"ETL_TRANSFORM": "dev.bench:slow_transform"}
-    sequential = _run_variant("ours", IO_ROWS, {**io_env, "ETL_CONCURRENCY": "1"})
-    concurrent = _run_variant("ours", IO_ROWS, io_env)
+    sequential = _run_variant("python", IO_ROWS, {**io_env, "ETL_CONCURRENCY": "1"})
+    concurrent = _run_variant("python", IO_ROWS, io_env)
     speedup = sequential["seconds"] / concurrent["seconds"]
     print(f"\nI/O-bound transform ({IO_SLEEP_SECONDS * 1000:.0f} ms per row, {IO_ROWS:,} rows), whole job process:")
     print(f"  sequential (ETL_CONCURRENCY=1)  {sequential['seconds']:6.2f} s")
     print(f"  concurrent (default, 64)        {concurrent['seconds']:6.2f} s   {speedup:.1f}x faster")
+    return [(speedup >= TARGET_IO_SPEEDUP,
+             f"I/O-bound transform >= {TARGET_IO_SPEEDUP:.0f}x faster than sequential ({speedup:.1f}x)")]
 
-    print(f"\nSQL path at {SQL_ROWS:,} rows (one run each):")
-    for variant in SQL_VARIANTS:
-        r = results[variant, SQL_ROWS] = _run_variant(variant, SQL_ROWS)
-        print(f"{variant:<10} {SQL_ROWS:>9,} {r['seconds']:>8.2f} {SQL_ROWS / r['seconds']:>9,.0f} {r['peak_mib']:>9.0f}",
-              flush=True)
 
-    big = SIZES[-1]
-    ours, floor, baseline = results["ours", big], results["floor", big], results["baseline", big]
-    ratio = ours["seconds"] / floor["seconds"]
-    growth = results["ours", big]["peak_mib"] / results["ours", SIZES[0]]["peak_mib"] - 1
-    checks = [
-        (ratio <= TARGET_FLOOR_RATIO, f"ours within {TARGET_FLOOR_RATIO}x of the floor at {big:,} rows ({ratio:.2f}x)"),
-        (ours["seconds"] < baseline["seconds"],
-         f"ours faster than the baseline at {big:,} rows ({baseline['seconds'] / ours['seconds']:.1f}x)"),
-        (growth < TARGET_MEMORY_GROWTH,
-         f"ours peak memory grows < {TARGET_MEMORY_GROWTH:.0%} from {SIZES[0]:,} to {big:,} rows ({growth:+.1%})"),
-        (speedup >= TARGET_IO_SPEEDUP,
-         f"I/O-bound transform >= {TARGET_IO_SPEEDUP:.0f}x faster than sequential ({speedup:.1f}x)"),
-        *_sql_checks(results, SQL_ROWS),
-        *_shard_checks(),
+def _python_checks(results: dict) -> list[tuple[bool, str]]:
+    """The Python path's targets: against today's algorithm, the floor, and its own memory at a tenth of the rows."""
+    python = results["python", ROWS]
+    speedup = results["rest", ROWS]["seconds"] / python["seconds"]
+    ratio = python["seconds"] / results["floor", ROWS]["seconds"]
+    growth = python["peak_mib"] / results["python", SMALL_ROWS]["peak_mib"] - 1
+    return [
+        (speedup >= TARGET_REST_SPEEDUP,
+         f"python path >= {TARGET_REST_SPEEDUP:.0f}x faster than today's algorithm at {ROWS:,} rows ({speedup:.1f}x)"),
+        (ratio <= TARGET_FLOOR_RATIO,
+         f"python path within {TARGET_FLOOR_RATIO}x of the floor at {ROWS:,} rows ({ratio:.2f}x)"),
+        (growth < TARGET_MEMORY_GROWTH, f"python path peak memory grows < {TARGET_MEMORY_GROWTH:.0%} from "
+                                        f"{SMALL_ROWS:,} to {ROWS:,} rows ({growth:+.1%})"),
     ]
-    sql_ratio = results["sql", big]["seconds"] / results["bare_merge", big]["seconds"]
-    print(f"\nAt {big:,} rows, for reference: sql path {sql_ratio:.2f}x a bare MERGE, "
-          f"{results['ours', big]['seconds'] / results['sql', big]['seconds']:.1f}x faster than the Python path "
-          "(a process's fixed start-up of about 1.5 s dominates there)")
-    print()
+
+
+def main() -> int:
+    """Run every variant, print the table and the targets; exit 1 if a target fails."""
+    started = time.monotonic()
+    _header()
+    results = _variants()
+    checks = [*_python_checks(results), *_io_checks(), *_sql_checks(results, ROWS), *_shard_checks()]
+    print(f"\nmake bench took {time.monotonic() - started:.0f} s; load average at the end "
+          f"{os.getloadavg()[0]:.1f}.\n")
     for ok, text in checks:
         print(f"{_verdict(ok)}  {text}")
     return 0 if all(ok for ok, _ in checks) else 1
@@ -288,29 +303,28 @@ def _sql_checks(results: dict, rows: int) -> list[tuple[bool, str]]:
     """The SQL path's targets: near a bare MERGE, and far ahead of the Python path."""
     sql = results["sql", rows]["seconds"]
     merge_ratio = sql / results["bare_merge", rows]["seconds"]
-    speedup = results["ours", rows]["seconds"] / sql
+    speedup = results["python", rows]["seconds"] / sql
     return [
         (merge_ratio <= TARGET_SQL_MERGE_RATIO,
          f"sql path within {TARGET_SQL_MERGE_RATIO}x of a bare MERGE at {rows:,} rows ({merge_ratio:.2f}x)"),
         (speedup >= TARGET_SQL_SPEEDUP,
-         f"sql path >= {TARGET_SQL_SPEEDUP:.0f}x faster than the Python path at {rows:,} rows ({speedup:.1f}x)"),
+         f"sql path >= {TARGET_SQL_SPEEDUP:.0f}x faster than the python path at {rows:,} rows ({speedup:.1f}x)"),
     ]
+
+
+def _only_shards() -> int:
+    checks = _shard_checks()
+    print("\n".join(f"{_verdict(ok)}  {text}" for ok, text in checks))
+    return 0 if all(ok for ok, _ in checks) else 1
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=("baseline", "floor", "bare_merge"), help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=("rest", "floor", "bare_merge"), help=argparse.SUPPRESS)
     parser.add_argument("--only-shards", action="store_true", help="run only the fan-out line")
     args = parser.parse_args()
-    if args.only_shards:
-        checks = _shard_checks()
-        print("\n".join(f"{_verdict(ok)}  {text}" for ok, text in checks))
-        sys.exit(0 if all(ok for ok, _ in checks) else 1)
-    elif args.variant == "baseline":
-        _baseline()
-    elif args.variant == "floor":
-        _floor()
-    elif args.variant == "bare_merge":
-        _bare_merge()
+    run = {"rest": _rest, "floor": _floor, "bare_merge": _bare_merge}.get(args.variant)
+    if run is not None:
+        run()
     else:
-        sys.exit(main())
+        sys.exit(_only_shards() if args.only_shards else main())

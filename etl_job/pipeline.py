@@ -90,7 +90,7 @@ STORAGE_API = True
 # Transformed batches are gathered, as Arrow, into one Parquet load and one MERGE of up to this many bytes:
 # a load job and a MERGE per 5,000-row batch cost more than the rows (and BigQuery allows 1,500 load jobs
 # per table a day). Memory: two batches of rows plus at most this.
-LOAD_BYTES = 16 * 1024 * 1024
+LOAD_BYTES = 8 * 1024 * 1024
 
 # A batch's load fails for a row's fault: BigQuery rejects it, or (Parquet) Arrow cannot hold a value.
 _ROW_FAULTS = (api_exceptions.BadRequest, *arrow_io.CONVERSION_ERRORS)
@@ -262,7 +262,7 @@ def _extract(bq: BigQuery, tables: _Tables, sql: str, parameters: list, batch_si
         return
     bq.materialize(sql, parameters, tables.extract, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
     for table in bq.read_table(tables.extract, [*tables.read_columns, COPIES], batch_size):
-        yield table.to_pylist()
+        yield arrow_io.to_rows(table)
 
 
 def _drop(bq: BigQuery, *names: TableId) -> None:
