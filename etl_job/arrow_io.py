@@ -33,13 +33,13 @@ def client(credentials: Any, endpoint: str | None) -> Any:
     from google.cloud.bigquery_storage_v1 import BigQueryReadClient
 
     if endpoint is None:
-        return BigQueryReadClient(credentials=credentials)
+        return BigQueryReadClient(credentials=credentials)  # type: ignore[no-untyped-call]  # the library's own
     import grpc
     from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
 
     # No cap on a message's size, as the client's own channel: a local BigQuery sends 65,536 rows a message.
     channel = grpc.insecure_channel(endpoint, options=[("grpc.max_receive_message_length", -1)])
-    return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
+    return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))  # type: ignore[no-untyped-call]  # the library's own
 
 
 def open_session(read_client: Any, table: TableId, columns: list[str], streams: int, *, timeout: float) -> Any:
@@ -56,11 +56,15 @@ def open_session(read_client: Any, table: TableId, columns: list[str], streams: 
 
 
 class Reader:
-    """Reads every stream of a session on its own thread into one bounded queue; hands out tables of n rows."""
+    """Reads every stream of a session on its own thread into one bounded queue; hands out tables of n rows.
+
+    The queue holds the responses as received (serialized Arrow), decoded only when taken: at most
+    ``buffer`` of them wait, plus one per stream on its way in.
+    """
 
     def __init__(self, read_client: Any, session: Any, buffer: int) -> None:
         self._schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, buffer * len(session.streams)))
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, buffer))
         self._closed = threading.Event()
         self._pending: list[pa.RecordBatch] = []
         self._running = len(session.streams)
@@ -78,8 +82,9 @@ class Reader:
             elif isinstance(item, BaseException):
                 raise item
             else:
-                self._pending.append(item)
-                held += item.num_rows
+                batch = pa.ipc.read_record_batch(pa.py_buffer(item), self._schema)
+                self._pending.append(batch)
+                held += batch.num_rows
         if not held:
             return None
         table = pa.Table.from_batches(self._pending, self._schema)
@@ -95,9 +100,7 @@ class Reader:
     def _read(self, read_client: Any, stream: str) -> None:
         try:
             for response in read_client.read_rows(stream):
-                batch = pa.ipc.read_record_batch(
-                    pa.py_buffer(response.arrow_record_batch.serialized_record_batch), self._schema)
-                if not self._put(batch):
+                if not self._put(response.arrow_record_batch.serialized_record_batch):
                     return
             self._put(_DONE)
         except Exception as exc:  # noqa: BLE001 - handed to the reading thread
@@ -113,7 +116,7 @@ class Reader:
         return False
 
 
-def to_rows(table: pa.Table) -> list[dict]:
+def to_rows(table: pa.Table) -> list[dict[str, Any]]:
     """The table's rows as dicts of Python values, as the REST API's rows hold them (TIMESTAMP in UTC)."""
     names = table.column_names
     columns = [_timestamps(column) if pa.types.is_timestamp(column.type) and column.type.tz else column.to_pylist()
@@ -121,7 +124,7 @@ def to_rows(table: pa.Table) -> list[dict]:
     return [dict(zip(names, values)) for values in zip(*columns)]
 
 
-def _timestamps(column: pa.ChunkedArray) -> list:
+def _timestamps(column: pa.ChunkedArray) -> list[datetime.datetime | None]:
     # Five times faster than to_pylist, which builds a time zone object for every value.
     micros = column.cast(pa.timestamp("us", tz=column.type.tz)).cast(pa.int64()).to_pylist()
     return [None if value is None else _EPOCH + datetime.timedelta(microseconds=value) for value in micros]
@@ -138,7 +141,7 @@ def _arrow_field(field: bigquery.SchemaField) -> pa.Field:
     return pa.field(field.name, pa.list_(inner) if field.mode == "REPEATED" else inner)
 
 
-def to_arrow(rows: list[dict], target: pa.Schema, fields: list[bigquery.SchemaField]) -> pa.Table:
+def to_arrow(rows: list[dict[str, Any]], target: pa.Schema, fields: list[bigquery.SchemaField]) -> pa.Table:
     """The rows as an Arrow table of the target schema.
 
     Values the row checks accept but Arrow does not take as they are (a timestamp or a number as
@@ -155,13 +158,7 @@ def to_arrow(rows: list[dict], target: pa.Schema, fields: list[bigquery.SchemaFi
 
 def _converter(field: bigquery.SchemaField) -> Callable[[Any], Any]:
     kind = schema.standard(field.field_type)
-    if kind == "STRUCT":
-        members = {f.name: _converter(f) for f in field.fields}
-
-        def scalar(value: Any) -> Any:
-            return {name: convert(value.get(name)) for name, convert in members.items()}
-    else:
-        scalar = _SCALAR_CONVERTERS.get(kind, _unchanged)
+    scalar = _struct(field) if kind == "STRUCT" else _SCALAR_CONVERTERS.get(kind, _unchanged)
 
     def convert(value: Any) -> Any:
         if value is None:
@@ -173,6 +170,11 @@ def _converter(field: bigquery.SchemaField) -> Callable[[Any], Any]:
     return convert
 
 
+def _struct(field: bigquery.SchemaField) -> Callable[[Any], Any]:
+    members = {f.name: _converter(f) for f in field.fields}
+    return lambda value: {name: convert(value.get(name)) for name, convert in members.items()}
+
+
 def _unchanged(value: Any) -> Any:
     return value
 
@@ -181,8 +183,8 @@ def _when_text(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
     return lambda value: parse(value.strip()) if isinstance(value, str) else value
 
 
-def _moment(kind: type) -> Callable[[str], Any]:
-    return lambda text: kind.fromisoformat(text.replace(" ", "T", 1))
+def _moment(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace(" ", "T", 1))
 
 
 def _decimal(value: Any) -> Any:
@@ -195,7 +197,7 @@ def _json_text(value: Any) -> str:
 
 _SCALAR_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "INT64": _when_text(int), "FLOAT64": _when_text(float), "NUMERIC": _decimal, "BIGNUMERIC": _decimal,
-    "DATE": _when_text(datetime.date.fromisoformat), "DATETIME": _when_text(_moment(datetime.datetime)),
-    "TIME": _when_text(datetime.time.fromisoformat), "TIMESTAMP": _when_text(_moment(datetime.datetime)),
+    "DATE": _when_text(datetime.date.fromisoformat), "DATETIME": _when_text(_moment),
+    "TIME": _when_text(datetime.time.fromisoformat), "TIMESTAMP": _when_text(_moment),
     "JSON": _json_text,
 }

@@ -36,7 +36,7 @@ RETRY_DEADLINE_SECONDS = 60.0  # one call, retries included
 JOB_TIMEOUT_SECONDS = 600.0  # the longest one load job or query may run
 JOB_POLL_SECONDS = 1.0  # the longest pause between two looks at a running job
 READ_STREAMS = 4  # Storage Read API streams read in parallel (BigQuery may offer fewer)
-READ_BUFFER = 2  # Arrow record batches buffered per stream: what bounds memory besides the batch
+READ_BUFFER = 1  # Arrow record batches waiting to be decoded (one more per stream on its way): bounds memory
 _LOCAL_GRPC_PORT_OFFSET = 10  # bqemulator's layout: REST 9050, gRPC 9060
 
 # What a failed BigQuery or Google auth call raises; __main__ reports these without a traceback.
@@ -96,8 +96,8 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, api_exceptions.Forbidden):
         return (
             f"BigQuery refused access ({exc.message}): grant the service account roles/bigquery.dataViewer "
-            "on the source, roles/bigquery.dataEditor on the destination dataset and roles/bigquery.jobUser "
-            "on the project"
+            "on the source, roles/bigquery.dataEditor on the destination dataset, and roles/bigquery.jobUser and "
+            "roles/bigquery.readSessionUser (the Storage Read API) on the project"
         )
     if isinstance(exc, api_exceptions.GoogleAPICallError):
         return f"BigQuery request failed: {exc.code} {exc.message}"

@@ -189,49 +189,19 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
     """
     started = time.monotonic()
     result = RunResult(run_id=new_run_id())
-    key = config.key_column
     try:
         tables = _prepare_tables(config, bq, result.run_id, output_columns or [])
     except Abandoned:
         log.warning("stop requested before the run started")
         return result
     log.info("run started", extra=fields(run_id=result.run_id, staging_table=str(tables.staging)))
-    parameters = [
-        bigquery.ScalarQueryParameter("shard_index", "INT64", shard.index),
-        bigquery.ScalarQueryParameter("shard_count", "INT64", shard.count),
-    ] if shard.count > 1 else []
     pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="transform")
     loader = _Loader(bq, tables, result, started, stop)
     try:
-        if shard.index == 0:  # a NULL key hashes to no shard: count them once
-            result.rows_null_key = bq.query_value(null_keys_sql(config.source_table, key,
-                                                                source_filter=config.source_filter))
-        if result.rows_null_key:
-            log.warning("source rows with a NULL key (ETL_KEY_COLUMN) cannot be loaded: give them a key, or remove "
-                        "them from the source", extra=fields(key_column=key, rows_null_key=result.rows_null_key))
-        # No anti-join against an empty skipped table (it costs a third of the extract on a local BigQuery);
-        # keys another run skips meanwhile are merely read and skipped again.
-        sql = extract_sql(config.source_table, config.destination_table, tables.skipped if tables.any_skipped else None,
-                          key,
-                          source_filter=config.source_filter, json_columns=tables.json_columns,
-                          sharded=shard.count > 1)
-        pages = _extract(bq, tables, sql, parameters, config.batch_size)
-        while not stop.is_set():
-            clock = time.monotonic()
-            rows = next(pages, None)
-            result.timings["extract"] += time.monotonic() - clock
-            if rows is None:
-                result.complete = True
-                break
-            if not rows:
-                continue
-            result.rows_read += len(rows)
-            clock = time.monotonic()
-            _parse_json_columns(rows, tables.json_columns)
-            batch = _transform_batch(rows, transform, pool, config.concurrency, stop, tables)
-            result.timings["transform"] += time.monotonic() - clock
-            loader.submit(batch)
-            rows = batch = None  # memory: only the batch loading and the next one in progress
+        _count_null_keys(config, bq, shard, result)
+        pages = _extract(bq, tables, _extract_query(config, tables, shard), _shard_parameters(shard), config.batch_size)
+        while not stop.is_set() and _next_batch(pages, transform, pool, config, stop, tables, result, loader):
+            pass
     except Abandoned:
         pass  # a read given up on because the run is stopping
     finally:
@@ -247,6 +217,50 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
         raise loader.error
     result.seconds = time.monotonic() - started
     return result
+
+
+def _next_batch(pages: Iterator[list[dict]], transform: Transform, pool: ThreadPoolExecutor, config: Config,
+                stop: stopping.Stop, tables: _Tables, result: RunResult, loader: _Loader) -> bool:
+    """Read, transform and hand over the next batch; False (and the result complete) once the extract is read."""
+    clock = time.monotonic()
+    rows = next(pages, None)
+    result.timings["extract"] += time.monotonic() - clock
+    if rows is None:
+        result.complete = True
+        return False
+    if rows:
+        result.rows_read += len(rows)
+        clock = time.monotonic()
+        _parse_json_columns(rows, tables.json_columns)
+        batch = _transform_batch(rows, transform, pool, config.concurrency, stop, tables)
+        result.timings["transform"] += time.monotonic() - clock
+        loader.submit(batch)  # memory: only the batch loading and the next one in progress
+    return True
+
+
+def _count_null_keys(config: Config, bq: BigQuery, shard: Shard, result: RunResult) -> None:
+    if shard.index == 0:  # a NULL key hashes to no shard: count them once
+        result.rows_null_key = bq.query_value(null_keys_sql(config.source_table, config.key_column,
+                                                            source_filter=config.source_filter))
+    if result.rows_null_key:
+        log.warning("source rows with a NULL key (ETL_KEY_COLUMN) cannot be loaded: give them a key, or remove "
+                    "them from the source", extra=fields(key_column=config.key_column,
+                                                         rows_null_key=result.rows_null_key))
+
+
+def _extract_query(config: Config, tables: _Tables, shard: Shard) -> str:
+    # No anti-join against an empty skipped table (it costs a third of the extract on a local BigQuery);
+    # keys another run skips meanwhile are merely read and skipped again.
+    return extract_sql(config.source_table, config.destination_table, tables.skipped if tables.any_skipped else None,
+                       config.key_column, source_filter=config.source_filter, json_columns=tables.json_columns,
+                       sharded=shard.count > 1)
+
+
+def _shard_parameters(shard: Shard) -> list[bigquery.ScalarQueryParameter]:
+    if shard.count == 1:
+        return []
+    return [bigquery.ScalarQueryParameter("shard_index", "INT64", shard.index),
+            bigquery.ScalarQueryParameter("shard_count", "INT64", shard.count)]
 
 
 def _extract(bq: BigQuery, tables: _Tables, sql: str, parameters: list, batch_size: int) -> Iterator[list[dict]]:
@@ -461,8 +475,13 @@ def _transform_batch(rows: list[dict], transform: Transform, pool: ThreadPoolExe
                         extra=fields(seconds=stopping.SETTLE_SECONDS))
             break
         futures.wait(workers, timeout=0.2)
+    return _sorted(keys, list(results), copies)
+
+
+def _sorted(keys: list, results: list, copies: list[int]) -> _Batch:
+    """The transform's results as a batch: rows to load, failed (with a duplicated key's other rows), skipped."""
     batch = _Batch()
-    for key_value, outcome, count in zip(keys, list(results), copies):
+    for key_value, outcome, count in zip(keys, results, copies):
         if outcome is None:
             batch.abandoned += 1
             continue
