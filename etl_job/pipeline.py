@@ -449,24 +449,29 @@ def _transform_batch(rows: list[dict], transform: Transform, pool: ThreadPoolExe
                      stop: stopping.Stop, tables: _Tables) -> _Batch:
     """Run the transform over the rows on up to ``concurrency`` threads; sort results into loaded, failed, skipped.
 
-    Each worker takes the next row from a shared iterator until none is left or a stop is
-    requested (one task per worker, not per row: per-row tasks cost more than a cheap transform).
+    Each worker takes the next few rows from a shared iterator until none are left or a stop is
+    requested (one task per worker, not per row, and a few rows per turn: per-row tasks and turns
+    cost more than a cheap transform; eight turns per worker keep a slow transform's workers busy).
     The other source rows of a duplicated key are recorded as failed.
     """
     key = tables.key
     copies = [row.pop(COPIES, 1) for row in rows]
     keys = [row[key] for row in rows]  # as read: a transform may modify its row in place
     results: list = [None] * len(rows)
-    todo = iter(range(len(rows)))
+    step = max(1, len(rows) // (8 * concurrency))
+    todo = iter(range(0, len(rows), step))
     lock = threading.Lock()
 
     def work() -> None:
         while not stop.is_set():
             with lock:
-                index = next(todo, None)
-            if index is None:
+                start = next(todo, None)
+            if start is None:
                 return
-            results[index] = _apply(transform, rows[index], keys[index], tables)
+            for index in range(start, min(start + step, len(rows))):
+                if stop.is_set():
+                    return
+                results[index] = _apply(transform, rows[index], keys[index], tables)
 
     workers = [pool.submit(work) for _ in range(min(concurrency, len(rows)))]
     while not all(worker.done() for worker in workers):
