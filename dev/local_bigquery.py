@@ -49,7 +49,8 @@ def patch_for_offline() -> None:
 
     DuckDBEngine._load_spatial = lambda self: None  # type: ignore[method-assign]
     if "*/*" not in upload._PERMITTED_MEDIA_CONTENT_TYPES:
-        upload._PERMITTED_MEDIA_CONTENT_TYPES = (*upload._PERMITTED_MEDIA_CONTENT_TYPES, "*/*")
+        upload._PERMITTED_MEDIA_CONTENT_TYPES = (  # type: ignore[assignment]  # one more than its declared length
+            *upload._PERMITTED_MEDIA_CONTENT_TYPES, "*/*")
 
 
 def free_port_pair() -> int:
@@ -87,9 +88,9 @@ class LocalBigQuery:
 
     def __init__(self, *, subprocess: bool = False) -> None:
         self._subprocess = subprocess
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        self._proc: sp.Popen | None = None
-        self._threaded = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: sp.Popen[str] | None = None
+        self._threaded: _ThreadedEmulator | None = None
         self.url = ""
 
     @property
@@ -129,7 +130,8 @@ class LocalBigQuery:
             except sp.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-            self._proc.stdout.close()
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
             self._proc = None
         if self._threaded is not None:
             self._threaded.stop()
@@ -165,12 +167,12 @@ class LocalBigQuery:
         self.stop()
 
 
-def _read_url(proc: sp.Popen) -> str:
+def _read_url(proc: sp.Popen[str]) -> str:
     """Wait for the child's ready line; fail (and stop the child) if it never comes."""
     result: list[str] = []
 
     def read() -> None:
-        for line in proc.stdout:
+        for line in proc.stdout or ():
             if line.startswith(_READY_PREFIX):
                 result.append(line[len(_READY_PREFIX) :].strip())
                 return

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -37,6 +37,8 @@ JOB_TIMEOUT_SECONDS = 600.0  # the longest one load job or query may run
 JOB_POLL_SECONDS = 1.0  # the longest pause between two looks at a running job
 READ_STREAMS = 4  # Storage Read API streams read in parallel (BigQuery may offer fewer)
 READ_BUFFER = 1  # Arrow record batches waiting to be decoded (one more per stream on its way): bounds memory
+_T = TypeVar("_T")
+Job = Any  # a google.cloud.bigquery job (QueryJob or LoadJob)
 _LOCAL_GRPC_PORT_OFFSET = 10  # bqemulator's layout: REST 9050, gRPC 9060
 
 # What a failed BigQuery or Google auth call raises; __main__ reports these without a traceback.
@@ -118,7 +120,8 @@ class BigQuery:
     def __init__(self, auth: GoogleAuth, project: str, stop: stopping.Stop | None = None, *,
                  max_bytes_billed: int | None = None, storage_endpoint: str | None = None) -> None:
         options = ClientOptions(api_endpoint=auth.endpoint) if auth.endpoint else None
-        self.client = bigquery.Client(project=project, credentials=auth.credentials, client_options=options)
+        self.client = bigquery.Client(project=project, credentials=auth.credentials,  # type: ignore[arg-type]  # google-auth's
+                                      client_options=options)
         self._auth, self._storage_endpoint, self._read_client = auth, storage_endpoint, None
         self.endpoint = auth.endpoint or "https://bigquery.googleapis.com"
         self._stop = stop or stopping.Stop()
@@ -128,7 +131,7 @@ class BigQuery:
         self.bytes_processed = 0  # over every query of the run, as BigQuery reports them
         self.bytes_billed = 0
 
-    def _count_bytes(self, job) -> None:
+    def _count_bytes(self, job: Job) -> None:
         self.bytes_processed += job.total_bytes_processed or 0
         self.bytes_billed += job.total_bytes_billed or 0
 
@@ -165,13 +168,14 @@ class BigQuery:
         """Drop the table if it exists (waits until the stop deadline: it is the run's cleanup)."""
         self._wait(lambda: self.client.delete_table(str(table), not_found_ok=True, **self._call()), settle=True)
 
-    def query_value(self, sql: str):
+    def query_value(self, sql: str) -> Any:
         """The first column of the first row of a query's result."""
         job = self._start_query(sql)
         rows = self._wait(lambda: list(job.result(**self._results())), job=job)
         return rows[0][0]
 
-    def query_pages(self, sql: str, parameters: list, page_size: int) -> Iterator[list[dict]]:
+    def query_pages(self, sql: str, parameters: list[bigquery.ScalarQueryParameter],
+                    page_size: int) -> Iterator[list[dict[str, Any]]]:
         """Run one query and yield its result a page of at most ``page_size`` rows at a time.
 
         The client fetches the next page only when asked, so memory is bounded by the page size
@@ -196,9 +200,10 @@ class BigQuery:
         """Run a DML statement (MERGE, DELETE, ...), wait for it, return the rows it changed."""
         job = self._start_query(sql, settle=True)
         self._wait(lambda: job.result(**self._results()), settle=True, job=job)
-        return job.num_dml_affected_rows
+        changed: int | None = job.num_dml_affected_rows
+        return changed
 
-    def load_rows(self, rows: list[dict], table: TableId, schema: list[bigquery.SchemaField], *,
+    def load_rows(self, rows: list[dict[str, Any]], table: TableId, schema: list[bigquery.SchemaField], *,
                   write_disposition: str) -> None:
         """Write rows with one load job (not streaming inserts) under an explicit schema; wait for it."""
         job_config = bigquery.LoadJobConfig(
@@ -215,7 +220,7 @@ class BigQuery:
         self._finish(job, settle=True)
         self._wait(lambda: job.result(retry=self._retry, timeout=REQUEST_TIMEOUT_SECONDS), settle=True, job=job)
 
-    def materialize(self, sql: str, parameters: list, table: TableId, *, expires: datetime.datetime) -> None:
+    def materialize(self, sql: str, parameters: list[bigquery.ScalarQueryParameter], table: TableId, *, expires: datetime.datetime) -> None:
         """Write a query's result into a new table (CREATE TABLE AS SELECT) that BigQuery drops at ``expires``.
 
         DDL rather than a query job with a destination: the local BigQuery ignores a job's destination.
@@ -252,7 +257,7 @@ class BigQuery:
         pq.write_table(rows, body, compression="snappy")
         job_config = bigquery.LoadJobConfig(schema=schema, write_disposition=write_disposition,
                                             source_format=bigquery.SourceFormat.PARQUET)
-        job_config.parquet_options = bigquery.ParquetOptions()
+        job_config.parquet_options = bigquery.ParquetOptions()  # type: ignore[no-untyped-call]  # the library's own
         job_config.parquet_options.enable_list_inference = True  # list<element> is an ARRAY, not a STRUCT
         size = body.tell()  # known: one multipart request up to 5 MiB, not a resumable upload's two or more
         body.seek(0)
@@ -268,13 +273,14 @@ class BigQuery:
             self._read_client = arrow_io.client(self._auth.credentials, self._storage_endpoint)
         return self._read_client
 
-    def _call(self) -> dict:
+    def _call(self) -> dict[str, Any]:
         return {"retry": self._retry, "timeout": REQUEST_TIMEOUT_SECONDS}
 
-    def _results(self) -> dict:
+    def _results(self) -> dict[str, Any]:
         return {"retry": self._retry, "timeout": REQUEST_TIMEOUT_SECONDS, "job_retry": self._job_retry}
 
-    def _start_query(self, sql: str, job_config: bigquery.QueryJobConfig | None = None, *, settle: bool = False):
+    def _start_query(self, sql: str, job_config: bigquery.QueryJobConfig | None = None, *,
+                     settle: bool = False) -> Job:
         # Every query is capped at max_bytes_billed: BigQuery fails one that would bill more.
         job_config = job_config or bigquery.QueryJobConfig()
         job_config.maximum_bytes_billed = self._max_bytes_billed
@@ -284,7 +290,7 @@ class BigQuery:
         self._count_bytes(job)
         return job
 
-    def _finish(self, job, *, settle: bool) -> None:
+    def _finish(self, job: Job, *, settle: bool) -> None:
         """Wait for a job to end, looking at it every second at most (each look bounded), for JOB_TIMEOUT_SECONDS."""
         started, pause = time.monotonic(), 0.05
         while job.state != "DONE":
@@ -296,14 +302,14 @@ class BigQuery:
             self._wait(lambda: job.reload(**self._call()), settle=settle, job=job)
             pause = min(2 * pause, JOB_POLL_SECONDS)
 
-    def _wait(self, call: Callable, *, settle: bool = False, job=None):
+    def _wait(self, call: Callable[[], _T], *, settle: bool = False, job: Job = None) -> _T:
         """Make the blocking client call on a helper thread; return its result unless the run stops first.
 
         Gives up when a stop is requested, or with ``settle`` when the stop deadline passes; a client
         call cannot be interrupted, so it is left to finish (or fail) on its own daemon thread. A call
         that takes longer than ``call_limit()``, or fails to reach BigQuery, is a JobError naming the endpoint.
         """
-        outcome: futures.Future = futures.Future()
+        outcome: futures.Future[_T] = futures.Future()
 
         def target() -> None:
             try:
@@ -335,19 +341,20 @@ class BigQuery:
                 "network path to it (subnet route or NAT, public IP, security group egress on 443, DNS), or "
                 "BIGQUERY_EMULATOR_HOST if set")
 
-    def _cancel(self, job) -> None:
+    def _cancel(self, job: Job) -> None:
         try:
-            self.client.cancel_job(job.job_id, location=job.location, retry=None, timeout=5)
+            self.client.cancel_job(job.job_id, location=job.location, retry=None,  # type: ignore[arg-type]  # None: no retry
+                                   timeout=5)
         except Exception:  # noqa: BLE001 - best effort: the run is ending either way
             pass
 
 
-def _next_page(pages: Iterator) -> list[dict] | None:
+def _next_page(pages: Iterator[Any]) -> list[dict[str, Any]] | None:
     page = next(pages, None)
     return None if page is None else [dict(row.items()) for row in page]
 
 
-def to_json(value):
+def to_json(value: Any) -> Any:
     """A BigQuery value as the client returned it, converted into what a JSON load job reads back unchanged.
 
     JSON has no NaN or infinity and BigQuery reads large JSON numbers as doubles, so those go as the

@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 from google.api_core import exceptions as api_exceptions
@@ -96,7 +97,10 @@ LOAD_BYTES = 8 * 1024 * 1024
 _ROW_FAULTS = (api_exceptions.BadRequest, *arrow_io.CONVERSION_ERRORS)
 _REJECTED = ("BigQuery rejected the row: ", "the row's values do not convert to its columns' types: ")
 
-Transform = Callable[[dict], "dict | object"]
+Row = dict[str, Any]  # a row as the transform sees it: column → value
+Failure = tuple[Any, "str | None", str, "str | None"]  # (key, column or None, error message, value excerpt or None)
+Unit = Any  # what one staging load writes: rows (today's JSON load) or a pyarrow Table (Parquet)
+Transform = Callable[[Row], object]
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class RunResult:
     batches: int = 0
     complete: bool = False
     seconds: float = 0.0
-    timings: dict = field(default_factory=lambda: {"extract": 0.0, "transform": 0.0, "load": 0.0})
+    timings: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "transform": 0.0, "load": 0.0})
 
 
 def new_run_id() -> str:
@@ -219,7 +223,7 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
     return result
 
 
-def _next_batch(pages: Iterator[list[dict]], transform: Transform, pool: ThreadPoolExecutor, config: Config,
+def _next_batch(pages: Iterator[list[Row]], transform: Transform, pool: ThreadPoolExecutor, config: Config,
                 stop: stopping.Stop, tables: _Tables, result: RunResult, loader: _Loader) -> bool:
     """Read, transform and hand over the next batch; False (and the result complete) once the extract is read."""
     clock = time.monotonic()
@@ -263,7 +267,8 @@ def _shard_parameters(shard: Shard) -> list[bigquery.ScalarQueryParameter]:
             bigquery.ScalarQueryParameter("shard_count", "INT64", shard.count)]
 
 
-def _extract(bq: BigQuery, tables: _Tables, sql: str, parameters: list, batch_size: int) -> Iterator[list[dict]]:
+def _extract(bq: BigQuery, tables: _Tables, sql: str, parameters: list[bigquery.ScalarQueryParameter],
+             batch_size: int) -> Iterator[list[Row]]:
     """The extract's rows, a batch at a time.
 
     The Storage Read API reads tables, not queries: the extract query (anti-join, filter, shard) is
@@ -294,18 +299,18 @@ class _Tables:
     destination: TableId
     staging: TableId
     extract: TableId  # the extract query's result, read with the Storage Read API
-    read_columns: tuple  # the source's columns: the projection of that read
+    read_columns: tuple[str, ...]  # the source's columns: the projection of that read
     errors: TableId
     skipped: TableId
-    schema: list  # the destination's
-    staging_schema: list  # the destination's, with top-level JSON and BYTES columns as STRING (see merge_sql)
-    errors_schema: list
-    skipped_schema: list
+    schema: list[bigquery.SchemaField]  # the destination's
+    staging_schema: list[bigquery.SchemaField]  # the destination's, with top-level JSON and BYTES columns as STRING (see merge_sql)
+    errors_schema: list[bigquery.SchemaField]
+    skipped_schema: list[bigquery.SchemaField]
     any_skipped: bool  # whether the skipped table held rows at start
-    checks: dict  # column → value check (schema.value_check), lineage columns excepted
-    json_columns: tuple  # top-level, non-repeated JSON columns of the source (read as JSON text)
-    staged_json: tuple  # destination columns staged as JSON text (see merge_sql)
-    staged_bytes: tuple  # destination columns staged as base64 text
+    checks: dict[str, Callable[[object], tuple[str, str] | None]]  # column → value check (schema.value_check), lineage columns excepted
+    json_columns: tuple[str, ...]  # top-level, non-repeated JSON columns of the source (read as JSON text)
+    staged_json: tuple[str, ...]  # destination columns staged as JSON text (see merge_sql)
+    staged_bytes: tuple[str, ...]  # destination columns staged as base64 text
     key: str
 
 
@@ -405,7 +410,7 @@ def _staged(field: bigquery.SchemaField) -> bigquery.SchemaField:
     return field
 
 
-def _staged_as(fields: list[bigquery.SchemaField], kind: str) -> tuple:
+def _staged_as(fields: list[bigquery.SchemaField], kind: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields if schema.standard(f.field_type) == kind and _staged(f) is not f)
 
 
@@ -419,7 +424,7 @@ def _ensure_table(bq: BigQuery, table: TableId, fields: list[bigquery.SchemaFiel
     return existing
 
 
-def _parse_json_columns(rows: list[dict], columns: tuple) -> None:
+def _parse_json_columns(rows: list[Row], columns: tuple[str, ...]) -> None:
     """Turn the JSON text the extract read into Python values, in place; a JSON null becomes JSON_NULL."""
     for row in rows:
         for column in columns:
@@ -430,9 +435,9 @@ def _parse_json_columns(rows: list[dict], columns: tuple) -> None:
 
 @dataclass
 class _Batch:
-    loaded: list = field(default_factory=list)  # transformed rows
-    failed: list = field(default_factory=list)  # (key, column or None, error message, value excerpt or None)
-    skipped: list = field(default_factory=list)  # keys of the rows the transform skipped
+    loaded: list[Row] = field(default_factory=list)  # transformed rows
+    failed: list[Failure] = field(default_factory=list)
+    skipped: list[Any] = field(default_factory=list)  # keys of the rows the transform skipped
     duplicates: int = 0  # of failed: extra source rows of a duplicated key
     abandoned: int = 0  # rows not transformed because the run is stopping
     final: bool = False  # the run's end: load what is gathered
@@ -445,7 +450,7 @@ class _Rejected:
     value: str | None = None
 
 
-def _transform_batch(rows: list[dict], transform: Transform, pool: ThreadPoolExecutor, concurrency: int,
+def _transform_batch(rows: list[Row], transform: Transform, pool: ThreadPoolExecutor, concurrency: int,
                      stop: stopping.Stop, tables: _Tables) -> _Batch:
     """Run the transform over the rows on up to ``concurrency`` threads; sort results into loaded, failed, skipped.
 
@@ -457,7 +462,7 @@ def _transform_batch(rows: list[dict], transform: Transform, pool: ThreadPoolExe
     key = tables.key
     copies = [row.pop(COPIES, 1) for row in rows]
     keys = [row[key] for row in rows]  # as read: a transform may modify its row in place
-    results: list = [None] * len(rows)
+    results: list[object] = [None] * len(rows)
     step = max(1, len(rows) // (8 * concurrency))
     todo = iter(range(0, len(rows), step))
     lock = threading.Lock()
@@ -483,7 +488,7 @@ def _transform_batch(rows: list[dict], transform: Transform, pool: ThreadPoolExe
     return _sorted(keys, list(results), copies)
 
 
-def _sorted(keys: list, results: list, copies: list[int]) -> _Batch:
+def _sorted(keys: list[Any], results: list[object], copies: list[int]) -> _Batch:
     """The transform's results as a batch: rows to load, failed (with a duplicated key's other rows), skipped."""
     batch = _Batch()
     for key_value, outcome, count in zip(keys, results, copies):
@@ -494,7 +499,7 @@ def _sorted(keys: list, results: list, copies: list[int]) -> _Batch:
             batch.skipped.append(key_value)
         elif isinstance(outcome, _Rejected):
             batch.failed.append((key_value, outcome.column, outcome.error, outcome.value))
-        else:
+        elif isinstance(outcome, dict):  # the row to load
             batch.loaded.append(outcome)
         if count > 1:
             message = f"duplicate key in source: {count} source rows have this key; one of them was processed"
@@ -503,7 +508,7 @@ def _sorted(keys: list, results: list, copies: list[int]) -> _Batch:
     return batch
 
 
-def _apply(transform: Transform, row: dict, key_value, tables: _Tables):
+def _apply(transform: Transform, row: Row, key_value: object, tables: _Tables) -> object:
     """The row to load (the transform's result merged over the source row), SKIP, or why the row is rejected."""
     key = tables.key
     try:
@@ -542,9 +547,9 @@ class _Loader:
 
     def __init__(self, bq: BigQuery, tables: _Tables, result: RunResult, started: float, stop: stopping.Stop) -> None:
         self._bq, self._tables, self._result, self._started, self._stop = bq, tables, result, started, stop
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[_Batch | None] = queue.Queue()
         self._arrow_schema = arrow_io.arrow_schema(tables.staging_schema)
-        self._pending: list = []  # Arrow tables of transformed rows not loaded yet (whole batches)
+        self._pending: list[Any] = []  # Arrow tables of transformed rows not loaded yet (whole batches)
         self._pending_rows = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
@@ -573,14 +578,14 @@ class _Loader:
             finally:
                 self._queue.task_done()
 
-    def _gather(self, rows: list[dict], failed: list) -> None:
+    def _gather(self, rows: list[Row], failed: list[Failure]) -> None:
         """Add the batch's rows, as Arrow, to those the next load writes; rows Arrow cannot hold join ``failed``."""
         table = self._convert(rows, failed)
         if table is not None and table.num_rows:
             self._pending.append(table)
             self._pending_rows += table.num_rows
 
-    def _convert(self, rows: list[dict], failed: list):
+    def _convert(self, rows: list[Row], failed: list[Failure]) -> Any:
         """The rows as Arrow; a row whose values do not convert is found by halving, without a load job."""
         try:
             return arrow_io.to_arrow(rows, self._arrow_schema, self._tables.staging_schema)
@@ -591,7 +596,7 @@ class _Loader:
             halves = [self._convert(part, failed) for part in (rows[:len(rows) // 2], rows[len(rows) // 2:])]
             return pa.concat_tables([half for half in halves if half is not None])
 
-    def _flush(self, failed: list, *, final: bool) -> int:
+    def _flush(self, failed: list[Failure], *, final: bool) -> int:
         """Load the gathered rows (one Parquet load and one MERGE) once they reach LOAD_BYTES, or at the end."""
         if not self._pending or (not final and sum(t.nbytes for t in self._pending) < LOAD_BYTES):
             return 0
@@ -649,7 +654,7 @@ class _Loader:
             rows_per_second=round(result.rows_loaded / (time.monotonic() - self._started), 1),
         ))
 
-    def _land(self, rows, failed: list) -> int:
+    def _land(self, rows: Unit, failed: list[Failure]) -> int:
         """Load the rows into staging and MERGE them; return how many were inserted.
 
         A load that fails for a row's fault (BigQuery's BadRequest, or a value Arrow cannot hold in its
@@ -671,7 +676,7 @@ class _Loader:
             json_columns=tables.staged_json, bytes_columns=tables.staged_bytes))
         return len(rows) if changed is None else changed
 
-    def _stage(self, rows) -> None:
+    def _stage(self, rows: Unit) -> None:
         """Replace the staging table's rows with these: Arrow in a Parquet load, or (today's algorithm) dicts in JSON."""
         tables = self._tables
         if isinstance(rows, list):
@@ -680,7 +685,7 @@ class _Loader:
             self._bq.load_arrow(rows, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
 
 
-def _reject(row: dict, exc: Exception, failed: list, key: str) -> None:
+def _reject(row: Row, exc: Exception, failed: list[Failure], key: str) -> None:
     """Record the row a load refused in ``failed``; re-raise once a batch has too many (not the rows' fault)."""
     if sum(1 for entry in failed if entry[2].startswith(_REJECTED)) >= MAX_REJECTED_PER_BATCH:
         raise exc
@@ -690,7 +695,7 @@ def _reject(row: dict, exc: Exception, failed: list, key: str) -> None:
                    schema.excerpt({k: v for k, v in row.items() if k not in ("run_id", "processed_at")})))
 
 
-def _to_staging(row: dict, tables: _Tables) -> None:
+def _to_staging(row: Row, tables: _Tables) -> None:
     """Turn the row's top-level JSON values into JSON text, in place, for their STRING staging column."""
     for column in tables.staged_json:
         value = row.get(column)
