@@ -7,12 +7,9 @@ CDK_ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
-# LocalStack 4.12 in its own venv: its pinned dependencies clash with the CDK's, and newer releases of
-# them (cbor2 6, pyOpenSSL >= 24.3) break it, hence uv's --exclude-newer (FACTS.md).
+# LocalStack 4.12 in its own venv: its pinned dependencies clash with the CDK's (requirements-localstack.in).
 LOCALSTACK_VENV := .venv-localstack
-LOCALSTACK_VERSION := 4.12.0
-LOCALSTACK_EXCLUDE_NEWER := 2025-12-12
-LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed-$(LOCALSTACK_VERSION)
+LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed
 CDK := node_modules/.bin/cdk
 
 # Offline and quiet: no version check, no update notifier, no telemetry (cdk.json), a local CLI home.
@@ -38,11 +35,10 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-checkov.txt
 	touch $@
 
-# The dev lock's uv installs it.
-$(LOCALSTACK_STAMP): | $(VENV)/.installed
+# The dev lock's uv installs it, exactly the lock (sync also removes what the lock no longer lists).
+$(LOCALSTACK_STAMP): requirements-localstack.txt | $(VENV)/.installed
 	python3 -m venv $(LOCALSTACK_VENV)
-	$(VENV)/bin/uv pip install --quiet --python $(LOCALSTACK_VENV)/bin/python \
-	  --exclude-newer $(LOCALSTACK_EXCLUDE_NEWER) 'localstack-core[runtime]==$(LOCALSTACK_VERSION)'
+	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(LOCALSTACK_VENV)/bin/python requirements-localstack.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,7 +39,10 @@ class Lock:
 IMAGE = Lock("etl_job/requirements.in", "etl_job/requirements.txt")
 APP = Lock("requirements.in", "requirements.txt")
 DEV = Lock("requirements-dev.in", "requirements-dev.txt")
-LOCKS = (IMAGE, APP, DEV, Lock("requirements-checkov.in", "requirements-checkov.txt"))
+CHECKOV = Lock("requirements-checkov.in", "requirements-checkov.txt")
+# LocalStack 4.12 breaks with releases after its own (FACTS.md): resolve as of that date.
+LOCALSTACK = Lock("requirements-localstack.in", "requirements-localstack.txt", ("--exclude-newer", "2025-12-12"))
+LOCKS = (IMAGE, APP, DEV, CHECKOV, LOCALSTACK)
 # Locks installed into one environment, so a package they share must have one version.
 SHARED_ENVIRONMENT = (IMAGE, APP, DEV)
 
@@ -62,12 +66,20 @@ def compile_locks(root: Path = ROOT, upgrade: bool = False) -> None:
         command = [str(UV), "pip", "compile", "--quiet", "--universal", "--python-version", PYTHON_VERSION]
         command += ["--generate-hashes", "--no-strip-extras", "--custom-compile-command", "make lock", *lock.options]
         command += ["--upgrade"] if upgrade else []
-        subprocess.run([*command, lock.input, "-o", lock.output], cwd=root, check=True)
+        _compile_keeping_time(root / lock.output, [*command, lock.input, "-o", lock.output], root)
     for platform in IMAGE_PLATFORMS:
         # Wheels only, as the Dockerfile installs: fails naming any package without a wheel for the platform.
         check_wheels = [str(UV), "pip", "compile", "--quiet", "--python-platform", platform, "--python-version"]
         check_wheels += [PYTHON_VERSION, "--only-binary", ":all:", "--no-header", IMAGE.output]
         subprocess.run(check_wheels, cwd=root, check=True, stdout=subprocess.DEVNULL)
+
+
+def _compile_keeping_time(output: Path, command: list[str], root: Path) -> None:
+    """Run uv; a lock it rewrote unchanged keeps its time, so make does not reinstall the venvs built from it."""
+    before = (output.read_bytes(), output.stat()) if output.exists() else None
+    subprocess.run(command, cwd=root, check=True)
+    if before and output.read_bytes() == before[0]:
+        os.utime(output, ns=(before[1].st_atime_ns, before[1].st_mtime_ns))
 
 
 def input_requirements(path: Path) -> Iterator[tuple[Path, Requirement]]:
