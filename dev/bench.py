@@ -168,7 +168,7 @@ def _shard_checks() -> list[tuple[bool, str]]:
         print(f"  {count} shard{'s' if count > 1 else ' '}  {best[count]:6.2f} s   {best[1] / best[count]:.1f}x")
     speedup = best[1] / best[SHARD_COUNTS[-1]]
     return [(speedup >= TARGET_SHARD_SPEEDUP,
-             f"{SHARD_COUNTS[-1]} shards >= {TARGET_SHARD_SPEEDUP:.0f}x faster than 1 ({speedup:.1f}x)")]
+             f"{SHARD_COUNTS[-1]} shards >= {TARGET_SHARD_SPEEDUP:g}x faster than 1 ({speedup:.1f}x)")]
 
 
 def _rest() -> None:
