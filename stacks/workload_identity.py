@@ -59,8 +59,9 @@ def setup_commands(*, provider: str, service_account: str | None, task_role: iam
             "Lets the task impersonate the service account (which holds the BigQuery roles)",
         )
     else:
+        grant = "gcloud projects add-iam-policy-binding PROJECT_ID --role=roles/bigquery.{role} --member='{principal}'"
         commands["WorkloadIdentityBindingCommand"] = (
-            f"gcloud projects add-iam-policy-binding PROJECT_ID --role=roles/bigquery.jobUser --member='{principal}'",
-            "Lets the task run BigQuery jobs; grant dataset roles to the same principal (README)",
+            " && ".join(grant.format(role=role, principal=principal) for role in ("jobUser", "readSessionUser")),
+            "Lets the task run BigQuery jobs and Storage Read sessions; grant dataset roles to the same principal (README)",
         )
     return commands

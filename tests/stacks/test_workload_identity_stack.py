@@ -102,7 +102,9 @@ def test_pool_and_binding_commands(template: dict) -> None:
         "gcloud iam service-accounts add-iam-policy-binding etl-job@my-gcp-project.iam.gserviceaccount.com "
         f"--role=roles/iam.workloadIdentityUser --member='{principal}'")
     direct = synth(**{**WIF, "google_service_account": None}).to_json()
-    assert "roles/bigquery.jobUser" in render(direct["Outputs"]["WorkloadIdentityBindingCommand"]["Value"], direct)
+    binding = render(direct["Outputs"]["WorkloadIdentityBindingCommand"]["Value"], direct)
+    # The job runs query jobs and, on the Python path, Storage Read sessions (bigquery.readsessions.create).
+    assert "--role=roles/bigquery.jobUser" in binding and "--role=roles/bigquery.readSessionUser" in binding
 
 
 def test_the_longest_task_role_arn_fits_google_subject() -> None:
