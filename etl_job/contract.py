@@ -1,11 +1,21 @@
-"""The environment-variable contract between the CDK stack and the job, defined once.
+"""The contract between the CDK stack and the job, defined once: the environment and the model both validate.
 
-The stack (``stacks/``) sets exactly ``STACK_SET`` plus, per ``google_auth`` mode, ``AUTH_PLAIN`` as
-plain values and ``AUTH_SECRETS`` as ECS secrets in the task definition, and the fan-out state
-machine sets ``SHARD_SET`` per task as container overrides; ``OPTIONAL_SET`` only where configured; the job
-validates them at start-up.
-Tests check both sides against this module.
+``JobSettings`` holds the settings the stack sends the job, each with its one rule: the stack validates
+a stage's cdk.json config with it (``stacks.config.StageConfig`` extends it) and renders the job's
+environment from it (``JobSettings.environment``); the job parses that environment with it
+(``etl_job.config.Config`` extends it). The stack sets exactly ``STACK_SET`` plus, per ``google_auth``
+mode, ``AUTH_PLAIN`` as plain values and ``AUTH_SECRETS`` as ECS secrets in the task definition, and the
+fan-out state machine sets ``SHARD_SET`` per task as container overrides; ``OPTIONAL_SET`` only where
+configured. Tests check both sides against this module.
 """
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from etl_job import rules
 
 SOURCE_TABLE = "ETL_SOURCE_TABLE"  # project.dataset.table to extract from
 DESTINATION_TABLE = "ETL_DESTINATION_TABLE"  # project.dataset.table to merge into
@@ -50,6 +60,9 @@ TABLE_ID_PATTERN = (
     r"\.(?P<table>[A-Za-z0-9_-]{1,1024})"
 )
 COLUMN_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,299}"
+# A stage names the stack (EtlPipeline-<stage>), its resources and the job's logs and metrics: lower-case so
+# that every AWS name built from it is valid, short so that the task role's name fits (limits.TASK_ROLE_NAME).
+STAGE_PATTERN = r"[a-z][a-z0-9-]{0,19}"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_BATCH_SIZE = 100_000
 MAX_CONCURRENCY = 1_000
@@ -101,24 +114,13 @@ GOOGLE_IMPERSONATION_URL = "https://iamcredentials.googleapis.com/v1/projects/-/
 AWS_CRED_VERIFICATION_URL = "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"
 
 
-def sql_text_problem(value: str) -> str | None:
-    """Why a piece of SQL text (source_filter, transform_sql) cannot be used, or None; BigQuery checks the rest."""
-    if not value.strip():
-        return "it is blank: unset it, or write the SQL"
-    if len(value) > MAX_SQL_CHARS:
-        return f"it is {len(value)} characters long, more than {MAX_SQL_CHARS}: shorten it, or move it into a view"
-    if "\x00" in value:
-        return "it contains a NUL character: remove it"
-    return None
-
-
-def workload_identity_config(*, provider: str, service_account: str | None) -> dict:
+def workload_identity_config(*, provider: str, service_account: str | None) -> dict[str, Any]:
     """The external_account credential configuration the stack sets in GOOGLE_WORKLOAD_IDENTITY_CONFIG.
 
     The shape ``gcloud iam workload-identity-pools create-cred-config --aws`` writes, without the EC2
     metadata URLs: the job reads the task role's credentials through the AWS SDK instead.
     """
-    config = {
+    config: dict[str, Any] = {
         "type": "external_account",
         "audience": provider,
         "subject_token_type": AWS_SUBJECT_TOKEN_TYPE,
@@ -128,3 +130,109 @@ def workload_identity_config(*, provider: str, service_account: str | None) -> d
     if service_account:
         config["service_account_impersonation_url"] = GOOGLE_IMPERSONATION_URL.format(email=service_account)
     return config
+
+
+class TableId(str):
+    """A BigQuery table as ``project.dataset.table``: a str (it compares and prints as its id) with its parts."""
+
+    def __new__(cls, project: str, dataset: str, table: str) -> TableId:
+        return super().__new__(cls, f"{project}.{dataset}.{table}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle: str's would call __new__ with one argument
+        return TableId.parse, (str(self),)
+
+    @classmethod
+    def parse(cls, text: str) -> TableId:
+        """A table id from its text, already matched by TABLE_ID_PATTERN (datasets and tables have no dots)."""
+        project, dataset, table = text.rsplit(".", 2)
+        return cls(project, dataset, table)
+
+    @property
+    def project(self) -> str:
+        return self.rsplit(".", 2)[0]
+
+    @property
+    def dataset(self) -> str:
+        return self.rsplit(".", 2)[1]
+
+    @property
+    def table(self) -> str:
+        return self.rsplit(".", 2)[2]
+
+    @property
+    def sql(self) -> str:
+        """The name quoted for use in SQL."""
+        return f"`{self}`"
+
+    def sibling(self, table: str) -> TableId:
+        """Another table in the same dataset."""
+        return TableId(self.project, self.dataset, table)
+
+
+def _sql_text(value: Any) -> str:
+    """SQL text (source_filter, transform_sql) the job can send: BigQuery checks the rest with a dry run."""
+    if not isinstance(value, str):
+        raise ValueError(value)
+    if not value.strip():
+        raise rules.invalid(detail="it is blank: unset it, or write the SQL", show_value=False)
+    if len(value) > MAX_SQL_CHARS:
+        raise rules.invalid(detail=f"it is {len(value)} characters long, more than {MAX_SQL_CHARS}: shorten it, "
+                                   "or move it into a view", show_value=False)
+    if "\x00" in value:
+        raise rules.invalid(detail="it contains a NUL character: remove it", show_value=False)
+    return value.strip()
+
+
+# The job's defaults, for a run outside the stack (the stack sets every one from cdk.json).
+DEFAULT_KEY_COLUMN = "id"
+DEFAULT_BATCH_SIZE = 5000
+DEFAULT_CONCURRENCY = 64
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_STAGE = "local"
+
+# Each setting's one rule, used by both sides.
+TABLE = rules.matching(TABLE_ID_PATTERN, "project.dataset.table (letters, digits, underscores; no backticks or spaces)",
+                       convert=TableId.parse, wrong="is not a table id")
+COLUMN = rules.matching(COLUMN_PATTERN, "a column name of letters, digits and _, not starting with a digit",
+                        wrong="is not a column name")
+BATCH_SIZE_RULE = rules.whole_number(1, MAX_BATCH_SIZE)
+CONCURRENCY_RULE = rules.whole_number(1, MAX_CONCURRENCY)
+LOG_LEVEL_RULE = rules.one_of(LOG_LEVELS, normalise=str.upper)
+STAGE_RULE = rules.matching(STAGE_PATTERN, "1-20 lower-case letters, digits or '-', starting with a letter (e.g. dev, prod)")
+TIMEOUT_RULE = rules.number_above(0, MAX_TIMEOUT_MINUTES)
+BYTES_BILLED_RULE = rules.whole_number(MIN_BYTES_BILLED, MAX_BYTES_BILLED_VALUE)
+SQL_TEXT = rules.Rule("SQL text", _sql_text, optional=True)
+SHARDS_RULE = rules.whole_number(1, MAX_SHARDS)
+
+
+class JobSettings(BaseModel):
+    """The settings the stack sends the job, by config key; each field's alias is its environment variable."""
+
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="ignore")
+
+    source_table: Annotated[TableId, TABLE] = Field(validation_alias=SOURCE_TABLE)
+    destination_table: Annotated[TableId, TABLE] = Field(validation_alias=DESTINATION_TABLE)
+    key_column: Annotated[str, COLUMN] = Field(DEFAULT_KEY_COLUMN, validation_alias=KEY_COLUMN)
+    batch_size: Annotated[int, BATCH_SIZE_RULE] = Field(DEFAULT_BATCH_SIZE, validation_alias=BATCH_SIZE)
+    concurrency: Annotated[int, CONCURRENCY_RULE] = Field(DEFAULT_CONCURRENCY, validation_alias=CONCURRENCY)
+    log_level: Annotated[str, LOG_LEVEL_RULE] = Field(DEFAULT_LOG_LEVEL, validation_alias=LOG_LEVEL)
+    stage: Annotated[str, STAGE_RULE] = Field(DEFAULT_STAGE, validation_alias=STAGE)
+    timeout_minutes: Annotated[float | None, TIMEOUT_RULE.or_unset()] = Field(None, validation_alias=TIMEOUT_MINUTES)
+    max_bytes_billed: Annotated[int | None, BYTES_BILLED_RULE.or_unset()] = Field(None, validation_alias=MAX_BYTES_BILLED)
+    source_filter: Annotated[str | None, SQL_TEXT] = Field(None, validation_alias=SOURCE_FILTER)
+    transform_sql: Annotated[str | None, SQL_TEXT] = Field(None, validation_alias=TRANSFORM_SQL)
+
+    @field_validator("destination_table")
+    @classmethod
+    def _not_the_source(cls, value: TableId, info: ValidationInfo) -> TableId:
+        if value == info.data.get("source_table"):
+            raise rules.invalid(detail="it must differ from {source_table}: they are the same table, and the job "
+                                       "merges into a separate destination")
+        return value
+
+    def environment(self) -> dict[str, str]:
+        """The job's plain environment for these settings: STACK_SET, and OPTIONAL_SET where set."""
+        names = rules.env_names(JobSettings)
+        values = {names[key]: str(value) for key, value in self.model_dump(include=set(names), exclude_none=True).items()}
+        values[LOG_FORMAT] = "json"  # the stack's metric filters read the job's log lines as JSON
+        return {name: values[name] for name in (*STACK_SET, *OPTIONAL_SET) if name in values}

@@ -37,21 +37,7 @@ def job_environment(config: StageConfig) -> dict[str, str]:
 
     Never a secret.
     """
-    environment = {
-        contract.SOURCE_TABLE: config.source_table,
-        contract.DESTINATION_TABLE: config.destination_table,
-        contract.KEY_COLUMN: config.key_column,
-        contract.BATCH_SIZE: str(config.batch_size),
-        contract.CONCURRENCY: str(config.concurrency),
-        contract.LOG_LEVEL: config.log_level,
-        contract.LOG_FORMAT: "json",
-        contract.STAGE: config.stage,
-        contract.TIMEOUT_MINUTES: str(config.timeout_minutes),
-        contract.MAX_BYTES_BILLED: str(config.max_bytes_billed),
-    }
-    for name, value in ((contract.SOURCE_FILTER, config.source_filter), (contract.TRANSFORM_SQL, config.transform_sql)):
-        if value:
-            environment[name] = value
+    environment = config.environment()
     if config.google_auth == "workload_identity":
         wif = contract.workload_identity_config(provider=config.workload_identity_provider,
                                                 service_account=config.google_service_account)

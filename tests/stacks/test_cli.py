@@ -60,6 +60,17 @@ def test_app_without_the_cli_reads_cdk_json_and_rejects_typos(tmp_path: Path) ->
     assert definition["Properties"]["Cpu"] == "1024"
 
 
+def test_app_names_every_bad_value_on_a_line_of_its_own(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
+    env["CDK_OUTDIR"] = str(tmp_path / "out")
+    env["CDK_CONTEXT_JSON"] = json.dumps({"cpu": "lots", "batch_size": "0", "stage": "prod"})
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert [line.split(":")[:2] for line in result.stderr.strip().splitlines()] == [
+        ["error", " config key 'batch_size'"], ["error", " config key 'cpu'"]]
+    assert "'0' is not valid; expected a whole number from 1 to 100000" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
 @pytest.mark.skipif(not CDK.exists(), reason="run through `make test`, which installs the pinned CDK CLI")
 def test_cdk_works_from_the_repo_root_without_the_venv_on_path(tmp_path: Path) -> None:
     """`cdk ls` (and so diff, deploy, bootstrap) as a platform engineer types it: no venv activated."""
