@@ -8,7 +8,7 @@ from etl_job import contract, rules
 from etl_job.config import load_config
 from etl_job.errors import JobError
 from stacks.config import KEYS, ConfigError
-from tests.stacks.conftest import build_config
+from tests.support import build_config
 
 ENV = rules.env_names(contract.JobSettings)  # config key -> environment variable
 BASE = {contract.SOURCE_TABLE: "my-project.raw.customers", contract.DESTINATION_TABLE: "my-project.clean.customers"}
