@@ -140,7 +140,7 @@ def import_transform(spec: str) -> tuple[Callable[[dict[str, Any]], dict[str, An
             raise JobError(f"{named} cannot be imported (no module {exc.name!r}): check the module name") from None
         raise JobError(
             f"{named} cannot be imported: it imports {exc.name!r}, which is not installed; "
-            "add it to etl_job/requirements.txt"
+            "add it to etl_job/requirements.in and run make lock"
         ) from None
     except SyntaxError as exc:
         raise JobError(

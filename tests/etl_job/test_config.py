@@ -194,7 +194,7 @@ def test_import_transform():
         ("import json\nx = json.loads('{')\n",
          r"JSONDecodeError: .* \(raised in .*, line \d+\); fix the module's top-level code"),
         ("import no_such_nlp_library\n",
-         "it imports 'no_such_nlp_library', which is not installed; add it to etl_job/requirements.txt"),
+         "it imports 'no_such_nlp_library', which is not installed; add it to etl_job/requirements.in and run make lock"),
         ("OUTPUT_COLUMNS = ['sentiment']\ndef transform(row): return row\n", "OUTPUT_COLUMNS=.* is invalid"),
         ("OUTPUT_COLUMNS = {'bad name': 'FLOAT64'}\ndef transform(row): return row\n",
          r"OUTPUT_COLUMNS\['bad name'\] is not a column name"),
