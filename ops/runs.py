@@ -20,6 +20,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
 
 from stacks import limits
+from stacks.launch import Launch
 
 
 class RunsError(Exception):
@@ -49,11 +50,8 @@ def start(stage: str, shard: int | None = None) -> str:
         return _start_execution(stage, outputs, shard)
     if shard not in (None, 0):
         raise RunsError(f"SHARD={shard}: stage {stage} runs as one task (shards = 1); leave SHARD out")
-    launch = (
-        {"capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]}
-        if outputs.get("Capacity") == "spot"
-        else {"launchType": "FARGATE"}
-    )
+    # Launched as the schedule launches it (stacks/launch.py).
+    launch = Launch.from_outputs(outputs["Capacity"], outputs["AssignPublicIp"])
     response = boto3.client("ecs").run_task(
         cluster=outputs["ClusterName"],
         # The stack's own revision: the family's latest may be one someone else registered (with the job's roles
@@ -66,10 +64,10 @@ def start(stage: str, shard: int | None = None) -> str:
             "awsvpcConfiguration": {
                 "subnets": outputs["SubnetIds"].split(","),
                 "securityGroups": [outputs["SecurityGroupId"]],
-                "assignPublicIp": outputs.get("AssignPublicIp", "ENABLED"),
+                "assignPublicIp": launch.public_ip,
             }
         },
-        **launch,
+        **launch.run_task_parameters(),
     )
     if response.get("failures") or not response.get("tasks"):
         reasons = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')}".strip() for f in response.get("failures", []))

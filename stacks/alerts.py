@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -12,13 +15,17 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from etl_job import metrics
 from etl_job.errors import ExitCode
 from stacks import limits
-from stacks.schedule_expression import ALARM_WINDOW_MAX_MINUTES
+from stacks.config import StageConfig
+from stacks.schedule_expression import ALARM_WINDOW_MAX_MINUTES, missed_run_window_minutes
+
+if TYPE_CHECKING:
+    from stacks.job import EtlJob
+    from stacks.schedule import Schedule
 
 # Who publishes to the alert topic: EventBridge rules (task stops, refused launches) and CloudWatch alarms.
 TOPIC_PUBLISHERS = ("events.amazonaws.com", "cloudwatch.amazonaws.com")
@@ -32,43 +39,23 @@ class Alerts(Construct):
     """Notifies on failed runs (non-zero exit, failed start), refused and failed launches, missed runs,
     repeated skips and overlapping runs."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        stage: str,
-        email: str | None,
-        cluster_arn: str,
-        task_family: str,
-        log_group: logs.ILogGroup,
-        schedule_rule: events.Rule,
-        dead_letter_queue: sqs.IQueue,
-        missed_run_window_minutes: int | None,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, cluster: ecs.ICluster, job: EtlJob,
+                 schedule: Schedule) -> None:
         super().__init__(scope, construct_id)
-        self._stage = stage
-        self._log_group = log_group
-        self.topic = self._encrypted_topic(stage)
-        if email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+        self._stage = config.stage
+        self._log_group = job.log_group
+        self.topic = self._encrypted_topic(config.stage)
+        if config.alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
         self.alarms: list[cloudwatch.Alarm] = []
 
+        task_family = job.task_definition.family
         family_arn_prefix = Stack.of(self).format_arn(service="ecs", resource="task-definition", resource_name=f"{task_family}:")
-        self._task_failures(cluster_arn, task_family, family_arn_prefix)
+        self._task_failures(cluster.cluster_arn, task_family, family_arn_prefix)
         self._refused_launches(task_family, family_arn_prefix)
-        self._launch_alarms(schedule_rule, dead_letter_queue)
-        window = missed_run_window_minutes or ALARM_WINDOW_MAX_MINUTES
-        if missed_run_window_minutes is not None:
-            self._missed_run_alarm(schedule_rule, missed_run_window_minutes)
-        else:
-            self._metric_filter(metrics.SUCCESSFUL_RUN)
-        self._overlap_alarms(window)
-
-        action = cloudwatch_actions.SnsAction(self.topic)
-        for alarm in self.alarms:
-            alarm.add_alarm_action(action)
-        self._allow_alarms_to_publish()
+        self._launch_alarms(schedule)
+        self._run_alarms(config, schedule.rule)
+        self._alarms_publish_to_topic()
 
     def _encrypted_topic(self, stage: str) -> sns.Topic:
         # EventBridge and CloudWatch can publish to an encrypted topic only with a customer-managed
@@ -85,7 +72,19 @@ class Alerts(Construct):
             key.grant(iam.ServicePrincipal(service), "kms:Decrypt", "kms:GenerateDataKey*")
         return sns.Topic(self, "Topic", display_name=f"{limits.PROJECT} {stage} alerts", master_key=key, enforce_ssl=True)
 
-    def _allow_alarms_to_publish(self) -> None:
+    def _run_alarms(self, config: StageConfig, schedule_rule: events.Rule) -> None:
+        """Missed runs (when the schedule allows telling them: see missed_run_window_minutes), skips and overlaps."""
+        missed_run_window = missed_run_window_minutes(config.schedule, config.timeout_minutes)
+        if missed_run_window is not None:
+            self._missed_run_alarm(schedule_rule, missed_run_window)
+        else:
+            self._metric_filter(metrics.SUCCESSFUL_RUN)
+        self._overlap_alarms(missed_run_window or ALARM_WINDOW_MAX_MINUTES)
+
+    def _alarms_publish_to_topic(self) -> None:
+        action = cloudwatch_actions.SnsAction(self.topic)
+        for alarm in self.alarms:
+            alarm.add_alarm_action(action)
         # The topic policy replaces SNS's default one, so CloudWatch needs its own statement: only
         # this stack's alarms, from this account (CloudWatch sends both keys with an alarm action).
         stack = Stack.of(self)
@@ -102,7 +101,7 @@ class Alerts(Construct):
             )
         )
 
-    def _alarm(self, construct_id: str, description: str, **props) -> cloudwatch.Alarm:
+    def _alarm(self, construct_id: str, description: str, **props: Any) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(
             self,
             construct_id,
@@ -116,16 +115,16 @@ class Alerts(Construct):
         self.alarms.append(alarm)
         return alarm
 
-    def _launch_alarms(self, schedule_rule: events.Rule, dead_letter_queue: sqs.IQueue) -> None:
+    def _launch_alarms(self, schedule: Schedule) -> None:
         self._alarm(
             "FailedLaunchesAlarm",
             "the schedule could not start the task (see the dead-letter queue)",
-            metric=_rule_metric(schedule_rule, "FailedInvocations", Duration.minutes(5)),
+            metric=_rule_metric(schedule.rule, "FailedInvocations", Duration.minutes(5)),
         )
         self._alarm(
             "DeadLetterAlarm",
             "a scheduled launch gave up and landed in the dead-letter queue",
-            metric=dead_letter_queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5), statistic="Maximum"),
+            metric=schedule.dead_letter_queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5), statistic="Maximum"),
         )
 
     def _metric_filter(self, field: str, *, value: str = "1", at_least: int = 1) -> cloudwatch.Metric:
@@ -185,7 +184,8 @@ class Alerts(Construct):
             threshold=2,
         )
 
-    def _ecs_rule(self, construct_id: str, description: str, detail_type: str, detail: dict, parts: list[str]) -> None:
+    def _ecs_rule(self, construct_id: str, description: str, detail_type: str, detail: dict[str, Any],
+                  parts: list[str]) -> None:
         """A rule on ``aws.ecs`` events of ``detail_type`` that sends ``parts`` to the topic as one line."""
         rule = events.Rule(
             self,

@@ -10,6 +10,8 @@ shard with its error and exit code, and the execution fails.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -21,9 +23,13 @@ from constructs import Construct
 from etl_job import contract
 from stacks import limits
 from stacks.config import StageConfig
-from stacks.job import EtlJob
-from stacks.nag import acknowledge
-from stacks.network import Network
+from stacks.launch import Launch
+from stacks.nag import acknowledge, cfn_resource
+
+if TYPE_CHECKING:
+    from stacks.alerts import Alerts
+    from stacks.job import EtlJob
+    from stacks.network import Network
 
 # Exit codes as the alert explains them (etl_job/__main__.py).
 EXIT_CODES = ("1 fatal error, 3 some rows not loaded (see the errors table), 4 timed out, "
@@ -42,27 +48,39 @@ def shard_timeout_seconds(timeout_minutes: int) -> int:
     return timeout_minutes * 60 + limits.STOP_TIMEOUT_SECONDS + limits.SHARD_LAUNCH_ALLOWANCE_SECONDS
 
 
-def execution_input(shards: int) -> dict:
+def execution_input(shards: int) -> dict[str, list[int]]:
     """The input the schedule starts an execution with: every shard index."""
     return {"shards": list(range(shards))}
 
 
 class FanOut(Construct):
-    """The state machine that runs ``shards`` tasks of ``task_definition`` and alerts once on failed shards."""
+    """The state machine that runs ``config.shards`` tasks of ``job`` in ``cluster`` and alerts once on failed shards."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: StageConfig,
-        job: EtlJob,
-        cluster: ecs.ICluster,
-        network: Network,
-        topic: sns.ITopic,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, job: EtlJob, cluster: ecs.ICluster,
+                 network: Network, launch: Launch, alerts: Alerts) -> None:
         super().__init__(scope, construct_id)
-        run_shard = self._run_shard(config, job, cluster, network)
+        self.execution_input = execution_input(config.shards)
+        graph = self._graph(config, job, cluster, network, launch, alerts.topic)
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal(
+                "states.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}}
+            ),
+            description=f"Runs the {limits.PROJECT} {config.stage} shards",
+        )
+        self.state_machine = self._state_machine(config.stage, graph, job)
+        self._grant(graph, cluster, job.task_definition, alerts.topic)
+        # CDK makes the state machine depend on its role and the role's policy; the role is already
+        # referenced (RoleArn), so cfn-lint flags that dependency as redundant (W3005). Keep the policy.
+        policy = cfn_resource(self.role.node.find_child("DefaultPolicy"))
+        cfn_resource(self.state_machine).add_override("DependsOn", [Stack.of(self).get_logical_id(policy)])
+        self._acknowledge(cluster)
+
+    def _graph(self, config: StageConfig, job: EtlJob, cluster: ecs.ICluster, network: Network, launch: Launch,
+               topic: sns.ITopic) -> sfn.StateGraph:
+        """Every shard through RunShard (at most max_parallel_shards at a time), then one alert if any failed."""
+        run_shard = self._run_shard(config, job, cluster, network, launch)
         shards_map = sfn.Map(
             self,
             "Shards",
@@ -90,41 +108,31 @@ class FanOut(Construct):
                   list_failures.next(self._alert(config, topic)))
             .otherwise(sfn.Succeed(self, "AllShardsSucceeded"))
         )
+        return sfn.StateGraph(definition.start_state, "fan-out")
+
+    def _state_machine(self, stage: str, graph: sfn.StateGraph, job: EtlJob) -> sfn.StateMachine:
         # Rendered here rather than by StateMachine: RunTask names this stack's task-definition revision
         # (EcsRunTask names only the family, which runs whatever revision is newest).
-        graph = sfn.StateGraph(definition.start_state, "fan-out")
         asl = graph.to_graph_json()
         asl["States"]["Shards"]["ItemProcessor"]["States"]["RunShard"]["Parameters"]["TaskDefinition"] = (
             job.task_definition.task_definition_arn
         )
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal(
-                "states.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}}
-            ),
-            description=f"Runs the {limits.PROJECT} {config.stage} shards",
-        )
-        self.state_machine = sfn.StateMachine(
+        return sfn.StateMachine(
             self,
             "StateMachine",
-            state_machine_name=f"{limits.PROJECT}-{config.stage}",
+            state_machine_name=f"{limits.PROJECT}-{stage}",
             definition_body=sfn.DefinitionBody.from_string(Stack.of(self).to_json_string(asl)),
             state_machine_type=sfn.StateMachineType.STANDARD,
             role=self.role,
             logs=sfn.LogOptions(destination=job.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
             tracing_enabled=False,
         )
-        self._grant(graph, cluster, job.task_definition, topic)
-        # CDK makes the state machine depend on its role and the role's policy; the role is already
-        # referenced (RoleArn), so cfn-lint flags that dependency as redundant (W3005). Keep the policy.
-        policy = self.role.node.find_child("DefaultPolicy").node.default_child
-        self.state_machine.node.default_child.add_override("DependsOn", [Stack.of(self).get_logical_id(policy)])
-        self._acknowledge(cluster)
 
-    def _run_shard(self, config: StageConfig, job: EtlJob, cluster: ecs.ICluster, network: Network) -> tasks.EcsRunTask:
+    def _run_shard(self, config: StageConfig, job: EtlJob, cluster: ecs.ICluster, network: Network,
+                   launch: Launch) -> tasks.EcsRunTask:
         """One shard: RunTask .sync with the shard as container overrides, launch retries, a timeout, a catch."""
-        spot = [ecs.CapacityProviderStrategy(capacity_provider="FARGATE_SPOT", weight=1)]
+        strategy = [ecs.CapacityProviderStrategy(capacity_provider=item["capacityProvider"], weight=item["weight"])
+                    for item in launch.capacity_provider_strategy()]
         shard_index = sfn.JsonPath.format("{}", sfn.JsonPath.string_at("$.index"))
         run_shard = tasks.EcsRunTask(
             self,
@@ -134,11 +142,11 @@ class FanOut(Construct):
             task_definition=job.task_definition,
             launch_target=tasks.EcsFargateLaunchTarget(
                 platform_version=ecs.FargatePlatformVersion.LATEST,
-                capacity_provider_options=tasks.CapacityProviderOptions.custom(spot) if config.capacity == "spot" else None,
+                capacity_provider_options=tasks.CapacityProviderOptions.custom(strategy) if strategy else None,
             ),
             subnets=network.subnets,
             security_groups=[network.security_group],
-            assign_public_ip=config.assign_public_ip,
+            assign_public_ip=launch.assign_public_ip,
             propagated_tag_source=ecs.PropagatedTagSource.TASK_DEFINITION,
             container_overrides=[tasks.ContainerOverride(container_definition=job.container, environment=[
                 tasks.TaskEnvironmentVariable(name=contract.SHARD_INDEX, value=shard_index),
@@ -236,7 +244,7 @@ class FanOut(Construct):
 
     def _acknowledge(self, cluster: ecs.ICluster) -> None:
         acknowledge(
-            self.state_machine.node.default_child,
+            cfn_resource(self.state_machine),
             "SF2",
             "X-Ray would trace only the state machine's own steps: the work runs in the ECS tasks, which emit no "
             "X-Ray segments. The execution history (kept 90 days) and the ALL-level execution log already show "
@@ -244,7 +252,7 @@ class FanOut(Construct):
             "information an operator acts on.",
         )
         policy = self.role.node.find_child("DefaultPolicy")
-        cluster_id = Stack.of(self).get_logical_id(cluster.node.default_child)  # type: ignore[arg-type]
+        cluster_id = Stack.of(self).get_logical_id(cfn_resource(cluster))
         acknowledge(
             policy,
             f"IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<{cluster_id}>/*]",

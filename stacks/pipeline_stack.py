@@ -13,12 +13,12 @@ from constructs import Construct
 from stacks import limits
 from stacks.alerts import Alerts
 from stacks.config import StageConfig
-from stacks.fanout import FanOut, execution_input
+from stacks.fanout import FanOut
 from stacks.job import EtlJob
-from stacks.nag import acknowledge, skip_checkov
+from stacks.launch import Launch
+from stacks.nag import acknowledge, cfn_resource, skip_checkov
 from stacks.network import Network
 from stacks.schedule import Schedule
-from stacks.schedule_expression import missed_run_window_minutes
 from stacks.workload_identity import setup_commands
 
 
@@ -32,58 +32,37 @@ class EtlPipelineStack(Stack):
             description=f"Scheduled BigQuery ETL job on ECS Fargate ({config.stage})",
             **kwargs,
         )
+        launch = Launch(capacity=config.capacity, assign_public_ip=config.assign_public_ip)
         network = Network(self, "Network", vpc_id=config.vpc_id, subnet_ids=config.subnet_ids,
                           flow_logs=config.flow_logs, flow_log_retention_days=config.log_retention_days)
-        cluster = ecs.Cluster(
-            self,
-            "Cluster",
-            vpc=network.vpc,
-            enable_fargate_capacity_providers=config.capacity == "spot",
-        )
+        cluster = self._cluster(network, launch)
+        job = EtlJob(self, "Job", config=config)
+        self._allow_overlap_check(job.task_role, cluster)
+        schedule = Schedule(self, "Schedule", expression=config.schedule, enabled=config.schedule_enabled, job=job)
+        alerts = Alerts(self, "Alerts", config=config, cluster=cluster, job=job, schedule=schedule)
+        fan_out = None
+        if config.shards > 1:
+            fan_out = FanOut(self, "FanOut", config=config, job=job, cluster=cluster, network=network, launch=launch,
+                             alerts=alerts)
+            schedule.start_fan_out(fan_out)
+        else:
+            schedule.run_task(job=job, cluster=cluster, network=network, launch=launch)
+
+        Tags.of(self).add("project", limits.PROJECT)
+        Tags.of(self).add("stage", config.stage)
+        self._outputs(config, launch, cluster, job, network, schedule, fan_out)
+
+    def _cluster(self, network: Network, launch: Launch) -> ecs.Cluster:
+        cluster = ecs.Cluster(self, "Cluster", vpc=network.vpc, enable_fargate_capacity_providers=launch.spot)
         acknowledge(
-            cluster.node.default_child,
+            cfn_resource(cluster),
             "ECS4",
             "Container Insights is billed as custom metrics for a cluster that runs one short task a day. "
             "The job logs its own progress and publishes a success metric, and task stops with a non-zero "
             "exit are alerted on; turn Container Insights on when you need per-task CPU and memory graphs.",
         )
         skip_checkov(cluster, "CKV_AWS_65", "Container Insights: see the cdk-nag AwsSolutions-ECS4 acknowledgment on this cluster.")
-        job = EtlJob(self, "Job", config=config)
-        self._allow_overlap_check(job.task_role, cluster)
-        schedule = Schedule(
-            self,
-            "Schedule",
-            expression=config.schedule,
-            enabled=config.schedule_enabled,
-            cluster=cluster,
-            task_definition=job.task_definition,
-            subnets=network.subnets,
-            security_group=network.security_group,
-            assign_public_ip=config.assign_public_ip,
-            spot=config.capacity == "spot",
-            run_task=config.shards == 1,
-        )
-        alerts = Alerts(
-            self,
-            "Alerts",
-            stage=config.stage,
-            email=config.alarm_email,
-            cluster_arn=cluster.cluster_arn,
-            task_family=job.task_definition.family,
-            log_group=job.log_group,
-            schedule_rule=schedule.rule,
-            dead_letter_queue=schedule.dead_letter_queue,
-            missed_run_window_minutes=missed_run_window_minutes(config.schedule, config.timeout_minutes),
-        )
-
-        fan_out = None
-        if config.shards > 1:
-            fan_out = FanOut(self, "FanOut", config=config, job=job, cluster=cluster, network=network, topic=alerts.topic)
-            schedule.start_execution(fan_out.state_machine, execution_input(config.shards))
-
-        Tags.of(self).add("project", limits.PROJECT)
-        Tags.of(self).add("stage", config.stage)
-        self._outputs(config, cluster, job, network, schedule, fan_out)
+        return cluster
 
     @staticmethod
     def _allow_overlap_check(task_role: iam.IRole, cluster: ecs.ICluster) -> None:
@@ -105,29 +84,22 @@ class EtlPipelineStack(Stack):
             "ecs:cluster condition, and they only read task status.",
         )
 
-    def _outputs(self, config: StageConfig, cluster: ecs.ICluster, job: EtlJob, network: Network, schedule: Schedule,
-                 fan_out: FanOut | None) -> None:
-        subnets = Fn.join(",", network.subnet_ids)
-        public_ip = "ENABLED" if config.assign_public_ip else "DISABLED"
-        launch = "--capacity-provider-strategy capacityProvider=FARGATE_SPOT" if config.capacity == "spot" else "--launch-type FARGATE"
+    def _outputs(self, config: StageConfig, launch: Launch, cluster: ecs.ICluster, job: EtlJob, network: Network,
+                 schedule: Schedule, fan_out: FanOut | None) -> None:
+        """The stack's outputs: what operators and ops/runs.py (by these names) read."""
         outputs = {
             "ClusterName": (cluster.cluster_name, "ECS cluster the job runs in"),
             "TaskDefinitionArn": (job.task_definition.task_definition_arn, "Task definition of the job"),
             "TaskDefinitionFamily": (job.task_definition.family, "Task definition family (all revisions)"),
             "LogGroupName": (job.log_group.log_group_name, "CloudWatch log group of the job"),
-            "SubnetIds": (subnets, "Subnets the task is launched in"),
+            "SubnetIds": (Fn.join(",", network.subnet_ids), "Subnets the task is launched in"),
             "SecurityGroupId": (network.security_group.security_group_id, "Security group of the task"),
             "ScheduleRuleName": (schedule.rule.rule_name, "EventBridge rule that starts the job"),
             "DeadLetterQueueUrl": (schedule.dead_letter_queue.queue_url, "Failed launches land here"),
-            "RunNowCommand": (
-                f"aws ecs run-task --cluster {cluster.cluster_name} --task-definition {job.task_definition.task_definition_arn} "
-                f"{launch} --propagate-tags TASK_DEFINITION --network-configuration "
-                f"'awsvpcConfiguration={{subnets=[{subnets}],securityGroups=[{network.security_group.security_group_id}],assignPublicIp={public_ip}}}'",
-                "Starts one run of the job now",
-            ),
+            "RunNowCommand": (_run_task_command(launch, cluster, job, network), "Starts one run of the job now"),
             "TailLogsCommand": (f"aws logs tail {job.log_group.log_group_name} --follow", "Follows the job's logs"),
-            "Capacity": (config.capacity, "on-demand (FARGATE) or spot (FARGATE_SPOT)"),
-            "AssignPublicIp": (public_ip, "Whether the task gets a public IP for egress"),
+            "Capacity": (launch.capacity, "on-demand (FARGATE) or spot (FARGATE_SPOT)"),
+            "AssignPublicIp": (launch.public_ip, "Whether the task gets a public IP for egress"),
         }
         if job.secret is not None:
             outputs["SecretArn"] = (job.secret.secret_arn, "Secrets Manager secret holding the Google key")
@@ -137,13 +109,31 @@ class EtlPipelineStack(Stack):
                                           service_account=config.google_service_account,
                                           task_role=job.task_role, stage=config.stage))
         if fan_out is not None:
-            arn = fan_out.state_machine.state_machine_arn
-            outputs["StateMachineArn"] = (arn, "Step Functions state machine that runs the shards")
-            outputs["ShardCount"] = (str(config.shards), "How many shards a run is split into")
-            outputs["RunNowCommand"] = (
-                f"aws stepfunctions start-execution --state-machine-arn {arn} "
-                f"--input '{json.dumps(execution_input(config.shards), separators=(',', ':'))}'",
-                "Starts one run of the job now (every shard)",
-            )
+            outputs.update(_fan_out_outputs(fan_out, config.shards))
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)
+
+
+def _run_task_command(launch: Launch, cluster: ecs.ICluster, job: EtlJob, network: Network) -> str:
+    """`aws ecs run-task` as the schedule starts the task."""
+    subnets = Fn.join(",", network.subnet_ids)
+    return (
+        f"aws ecs run-task --cluster {cluster.cluster_name} --task-definition {job.task_definition.task_definition_arn} "
+        f"{launch.cli_arguments()} --propagate-tags TASK_DEFINITION --network-configuration "
+        f"'awsvpcConfiguration={{subnets=[{subnets}],securityGroups=[{network.security_group.security_group_id}],"
+        f"assignPublicIp={launch.public_ip}}}'"
+    )
+
+
+def _fan_out_outputs(fan_out: FanOut, shards: int) -> dict[str, tuple[str, str]]:
+    """With shards > 1 a run is an execution of the fan-out's state machine."""
+    arn = fan_out.state_machine.state_machine_arn
+    return {
+        "StateMachineArn": (arn, "Step Functions state machine that runs the shards"),
+        "ShardCount": (str(shards), "How many shards a run is split into"),
+        "RunNowCommand": (
+            f"aws stepfunctions start-execution --state-machine-arn {arn} "
+            f"--input '{json.dumps(fan_out.execution_input, separators=(',', ':'))}'",
+            "Starts one run of the job now (every shard)",
+        ),
+    }
