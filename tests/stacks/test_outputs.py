@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stacks.launch import Launch
-from tests.stacks.conftest import synth
+from tests.support import schedule_rule, synth
 
 RUNS = Path(__file__).resolve().parents[2] / "ops" / "runs.py"
 # The outputs a stack has only when a run is a Step Functions execution (shards > 1); runs.py tells the
@@ -93,10 +93,10 @@ def test_every_output_runs_reads_is_in_the_template(read: set[str], name: str) -
 @pytest.mark.parametrize("name", ["default", "spot", "existing-vpc"])
 def test_runs_launches_the_task_as_the_schedule_does(name: str) -> None:
     """The Capacity and AssignPublicIp outputs, read back as runs.py reads them, give the schedule's launch."""
-    template = synth(**CONFIGURATIONS[name]).to_json()
-    outputs = {key: output["Value"] for key, output in template["Outputs"].items()}
+    template = synth(**CONFIGURATIONS[name])
+    outputs = {key: output["Value"] for key, output in template.to_json()["Outputs"].items()}
     launch = Launch.from_outputs(outputs["Capacity"], outputs["AssignPublicIp"])
-    (rule,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in r["Properties"]]
+    _, rule = schedule_rule(template)
     scheduled = rule["Properties"]["Targets"][0]["EcsParameters"]
     launch_parameters = {key: value for key, value in scheduled.items() if key in ("LaunchType", "CapacityProviderStrategy")}
     assert _api_case(launch_parameters) == launch.run_task_parameters()
