@@ -26,11 +26,3 @@ def skip_checkov(construct: IConstruct, check_id: str, reason: str) -> None:
     metadata = resource.get_metadata("checkov") or {}
     skips = [*metadata.get("skip", []), {"id": check_id, "comment": reason}]
     resource.add_metadata("checkov", {**metadata, "skip": skips})
-
-
-def cfn_resource(construct: IConstruct) -> CfnResource:
-    """The CloudFormation resource of ``construct`` (itself, or its default child), typed as one."""
-    resource = construct if isinstance(construct, CfnResource) else construct.node.default_child
-    if not isinstance(resource, CfnResource):
-        raise TypeError(f"{construct.node.path} has no CloudFormation resource")
-    return resource

@@ -103,7 +103,7 @@ class EtlPipelineStack(Stack):
         }
         if job.secret is not None:
             outputs["SecretArn"] = (job.secret.secret_arn, "Secrets Manager secret holding the Google key")
-        else:
+        elif config.workload_identity_provider is not None:  # keyless: config.py requires the provider then
             outputs["TaskRoleArn"] = (job.task_role.role_arn, "The AWS identity Google trusts (workload identity)")
             outputs.update(setup_commands(provider=config.workload_identity_provider,
                                           service_account=config.google_service_account,
