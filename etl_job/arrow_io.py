@@ -28,6 +28,12 @@ _SCALARS: dict[str, pa.DataType] = {
 }
 
 
+def use_system_allocator() -> None:
+    """Arrow's buffers from malloc, which returns freed memory, not from mimalloc's per-thread pools,
+    which kept it: the job's peak memory grew with the table (make bench)."""
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def client(credentials: Any, endpoint: str | None) -> Any:
     """A Storage Read API client: Google's with the run's credentials, or a local one over plain gRPC."""
     from google.cloud.bigquery_storage_v1 import BigQueryReadClient

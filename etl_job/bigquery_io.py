@@ -238,6 +238,7 @@ class BigQuery:
         """
         from etl_job import arrow_io
 
+        arrow_io.use_system_allocator()
         client = self._storage_client()
         session = self._wait(lambda: arrow_io.open_session(client, table, columns, READ_STREAMS,
                                                              timeout=REQUEST_TIMEOUT_SECONDS))
