@@ -88,7 +88,9 @@ def test_without_impersonation_bigquery_gets_the_federated_token(job, stand_ins,
 
 def test_rotating_credentials_and_expiring_tokens_keep_a_long_run_going(job, stand_ins, tmp_path):
     # Every AWS key and Google token works for 1.5 s (see dev/local_wif.py on compressed lifetimes);
-    # the run takes several seconds, so it must re-read the endpoint and re-exchange on the way.
+    # the run takes several seconds, so it must re-read the endpoint and re-exchange on the way. The
+    # Python path calls BigQuery at the start (extract) and at the end (one Parquet load and MERGE of
+    # the gathered batches): the end comes after both have expired, with fresh ones or not at all.
     local_aws, google, proxy = stand_ins({"lifetime_seconds": 1.5}, lifetime_seconds=1.5)
     job.seed(240)
 
@@ -98,8 +100,8 @@ def test_rotating_credentials_and_expiring_tokens_keep_a_long_run_going(job, sta
     assert done.returncode == 0, done.stderr
     assert business_columns(job.rows()) == expected_rows(240)
     assert not proxy.refused
-    assert len(set(local_aws.verified)) >= 3, "the AWS credentials were not re-read from the endpoint"
-    assert len(set(proxy.seen)) >= 3, "the Google token was not refreshed"
+    assert len(set(local_aws.verified)) >= 2, "the AWS credentials were not re-read from the endpoint"
+    assert len(set(proxy.seen)) >= 2, "the Google token was not refreshed"
     assert all(status == 200 for status, _ in google.exchanges)
 
 
