@@ -156,8 +156,8 @@ class BigQuery:
         definition = bigquery.Table(str(table), schema=schema)
         definition.clustering_fields = clustering
         definition.expires = expires
-        self._wait(lambda: self.client.create_table(definition, exists_ok=True, **self._call()))
-        return self._wait(lambda: self.client.get_table(str(table), **self._call()))
+        # With exists_ok the client answers a conflict by reading the existing table: either way, the table.
+        return self._wait(lambda: self.client.create_table(definition, exists_ok=True, **self._call()))
 
     def add_columns(self, table: bigquery.Table, fields: list[bigquery.SchemaField]) -> bigquery.Table:
         """Append NULLABLE columns to an existing table's schema (a change BigQuery allows in place)."""
