@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import io
 import json
 import queue
 import threading
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from google.cloud import bigquery
 
 from etl_job import JSON_NULL, schema
@@ -64,19 +66,27 @@ def open_session(read_client: Any, table: TableId, columns: list[str], streams: 
 class Reader:
     """Reads every stream of a session on its own thread into one bounded queue; hands out tables of n rows.
 
-    The queue holds the responses as received (serialized Arrow), decoded only when taken: at most
-    ``buffer`` of them wait, plus one per stream on its way in.
+    The streams take turns: a stream thread asks for its next message only with one of ``buffer``
+    tokens, given back when the message is decoded, so at most ``buffer`` messages are received
+    and not yet decoded, however many streams there are (a local BigQuery sends 65,536 rows a
+    message; four streams each holding one took the job's memory up by a third).
     """
 
     def __init__(self, read_client: Any, session: Any, buffer: int) -> None:
         self._schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, buffer))
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._tokens = threading.Semaphore(max(1, buffer))
         self._closed = threading.Event()
         self._pending: list[pa.RecordBatch] = []
         self._running = len(session.streams)
         for stream in session.streams:
             threading.Thread(target=self._read, args=(read_client, stream.name), name="storage-read",
                              daemon=True).start()
+
+    def holds(self, rows: int) -> bool:
+        """Whether the next ``rows`` rows are already decoded (``next_rows`` will not wait)."""
+        held: int = sum(batch.num_rows for batch in self._pending)
+        return held >= rows
 
     def next_rows(self, rows: int) -> pa.Table | None:
         """The next table of at most ``rows`` rows; None when every stream has ended."""
@@ -89,6 +99,7 @@ class Reader:
                 raise item
             else:
                 batch = pa.ipc.read_record_batch(pa.py_buffer(item), self._schema)
+                self._tokens.release()
                 self._pending.append(batch)
                 held += batch.num_rows
         if not held:
@@ -105,21 +116,81 @@ class Reader:
 
     def _read(self, read_client: Any, stream: str) -> None:
         try:
-            for response in read_client.read_rows(stream):
-                if not self._put(response.arrow_record_batch.serialized_record_batch):
+            responses = iter(read_client.read_rows(stream))
+            while self._take_token():
+                response = next(responses, None)
+                if response is None:
+                    self._tokens.release()
+                    self._queue.put(_DONE)
                     return
-            self._put(_DONE)
+                self._queue.put(response.arrow_record_batch.serialized_record_batch)
+                del response  # the message object: only its bytes wait
         except Exception as exc:  # noqa: BLE001 - handed to the reading thread
-            self._put(exc)
+            self._queue.put(exc)
 
-    def _put(self, item: object) -> bool:
+    def _take_token(self) -> bool:
         while not self._closed.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
+            if self._tokens.acquire(timeout=0.2):
                 return True
-            except queue.Full:
-                continue
         return False
+
+
+class Parquet:
+    """Rows as one Parquet file in memory, written a row group at a time as Arrow tables are added.
+
+    Held compressed: a fifth of the same rows' Arrow size on the bench's table, so one load job can
+    carry many batches (BigQuery, local or not, takes a while per load job whatever its size).
+    """
+
+    ROW_GROUP_BYTES = 1024 * 1024  # of Arrow gathered before it is written as one row group
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema, self.rows = schema, 0
+        self._file = io.BytesIO()
+        self._writer = pq.ParquetWriter(self._file, schema, compression="zstd", use_dictionary=False)
+        self._pending: list[pa.Table] = []
+
+    @classmethod
+    def of(cls, table: pa.Table) -> Parquet:
+        """The table as a finished Parquet file."""
+        parquet = cls(table.schema)
+        parquet.add(table)
+        parquet.finish()
+        return parquet
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @property
+    def size(self) -> int:
+        """Bytes held: the Parquet written so far and the Arrow waiting to be written."""
+        arrow: int = sum(table.nbytes for table in self._pending)
+        return self._file.tell() + arrow
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self.rows += table.num_rows
+        if sum(pending.nbytes for pending in self._pending) >= self.ROW_GROUP_BYTES:
+            self._write()
+
+    def finish(self) -> None:
+        """Write what waits and the file's footer; ``data`` is then the whole file."""
+        self._write()
+        self._writer.close()
+
+    @property
+    def data(self) -> io.BytesIO:
+        self._file.seek(0)
+        return self._file
+
+    def read(self) -> pa.Table:
+        """The rows back as Arrow (to find the one a load job refuses)."""
+        return pq.read_table(self.data)
+
+    def _write(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=1 << 30)
+            self._pending = []
 
 
 def to_rows(table: pa.Table) -> list[dict[str, Any]]:

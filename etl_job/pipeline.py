@@ -66,10 +66,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from etl_job import JSON_NULL, SKIP, arrow_io, schema, stopping
+from etl_job import JSON_NULL, SKIP, arrow_io, arrow_transform, is_batch_transform, schema, stopping
 from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import JobError
@@ -88,10 +89,11 @@ COPIES = "_etl_key_copies"  # extract column: how many source rows share the row
 # The extract and load on the BigQuery Storage Read API (Arrow) and Parquet load jobs. False: today's
 # algorithm before them, REST query pages and JSON load jobs, kept only as `make bench`'s "rest" variant.
 STORAGE_API = True
-# Transformed batches are gathered, as Arrow, into one Parquet load and one MERGE of up to this many bytes:
-# a load job and a MERGE per 5,000-row batch cost more than the rows (and BigQuery allows 1,500 load jobs
-# per table a day). Memory: two batches of rows plus at most this.
-LOAD_BYTES = 8 * 1024 * 1024
+# Transformed batches are gathered, compressed, into one Parquet load and one MERGE of up to this many bytes:
+# a load job and a MERGE cost about a tenth of a second each on the local BigQuery, seconds on BigQuery,
+# whatever their size (and BigQuery allows 1,500 load jobs per table a day). Memory: two batches of rows,
+# plus at most this, plus a Parquet row group of Arrow (arrow_io.Parquet.ROW_GROUP_BYTES).
+LOAD_BYTES = 32 * 1024 * 1024
 
 # A batch's load fails for a row's fault: BigQuery rejects it, or (Parquet) Arrow cannot hold a value.
 _ROW_FAULTS = (api_exceptions.BadRequest, *arrow_io.CONVERSION_ERRORS)
@@ -99,8 +101,8 @@ _REJECTED = ("BigQuery rejected the row: ", "the row's values do not convert to 
 
 Row = dict[str, Any]  # a row as the transform sees it: column → value
 Failure = tuple[Any, "str | None", str, "str | None"]  # (key, column or None, error message, value excerpt or None)
-Unit = Any  # what one staging load writes: rows (today's JSON load) or a pyarrow Table (Parquet)
-Transform = Callable[[Row], object]
+Unit = Any  # what one staging load writes: rows (today's JSON load), or arrow_io.Parquet or a pyarrow Table (a part of one)
+Transform = Callable[[Any], object]  # the row form (a Row) or the batch form (a pyarrow Table: arrow_transform)
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
     return result
 
 
-def _next_batch(pages: Iterator[list[Row]], transform: Transform, pool: ThreadPoolExecutor, config: Config,
+def _next_batch(pages: Iterator[Any], transform: Transform, pool: ThreadPoolExecutor, config: Config,
                 stop: stopping.Stop, tables: _Tables, result: RunResult, loader: _Loader) -> bool:
     """Read, transform and hand over the next batch; False (and the result complete) once the extract is read."""
     clock = time.monotonic()
@@ -232,11 +234,15 @@ def _next_batch(pages: Iterator[list[Row]], transform: Transform, pool: ThreadPo
     if rows is None:
         result.complete = True
         return False
-    if rows:
+    if len(rows):
         result.rows_read += len(rows)
         clock = time.monotonic()
-        _parse_json_columns(rows, tables.json_columns)
-        batch = _transform_batch(rows, transform, pool, config.concurrency, stop, tables)
+        if is_batch_transform(transform):
+            batch = _transform_table(rows, transform, pool, stop, tables)
+        else:
+            rows = arrow_io.to_rows(rows) if isinstance(rows, pa.Table) else rows
+            _parse_json_columns(rows, tables.json_columns)
+            batch = _transform_batch(rows, transform, pool, config.concurrency, stop, tables)
         result.timings["transform"] += time.monotonic() - clock
         loader.submit(batch)  # memory: only the batch loading and the next one in progress
     return True
@@ -268,8 +274,8 @@ def _shard_parameters(shard: Shard) -> list[bigquery.ScalarQueryParameter]:
 
 
 def _extract(bq: BigQuery, tables: _Tables, sql: str, parameters: list[bigquery.ScalarQueryParameter],
-             batch_size: int) -> Iterator[list[Row]]:
-    """The extract's rows, a batch at a time.
+             batch_size: int) -> Iterator[Any]:
+    """The extract's rows, a batch at a time: pyarrow Tables (the Storage Read API), or rows (today's algorithm).
 
     The Storage Read API reads tables, not queries: the extract query (anti-join, filter, shard) is
     first written into a table of its own (which expires in a day should the run be killed), then
@@ -280,8 +286,7 @@ def _extract(bq: BigQuery, tables: _Tables, sql: str, parameters: list[bigquery.
         yield from bq.query_pages(sql, parameters, batch_size)
         return
     bq.materialize(sql, parameters, tables.extract, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
-    for table in bq.read_table(tables.extract, [*tables.read_columns, COPIES], batch_size):
-        yield arrow_io.to_rows(table)
+    yield from bq.read_table(tables.extract, [*tables.read_columns, COPIES], batch_size)
 
 
 def _drop(bq: BigQuery, *names: TableId) -> None:
@@ -311,6 +316,7 @@ class _Tables:
     json_columns: tuple[str, ...]  # top-level, non-repeated JSON columns of the source (read as JSON text)
     staged_json: tuple[str, ...]  # destination columns staged as JSON text (see merge_sql)
     staged_bytes: tuple[str, ...]  # destination columns staged as base64 text
+    target: arrow_transform.Target  # what the batch form's rows must fit (the staging columns but lineage)
     key: str
 
 
@@ -334,14 +340,7 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
         require_dataset(bq, config.destination_table)
         destination = bq.create_table(config.destination_table, expected, clustering=[key])
         log.info("created destination table", extra=fields(table=str(config.destination_table)))
-    errors_schema = [
-        bigquery.SchemaField(key, key_field.field_type, description="the source row's key"),
-        bigquery.SchemaField("error", "STRING", description="why the row is not in the destination"),
-        bigquery.SchemaField("run_id", "STRING"),
-        bigquery.SchemaField("failed_at", "TIMESTAMP"),
-        bigquery.SchemaField("column", "STRING", description="the column whose value would not load, if one"),
-        bigquery.SchemaField("value", "STRING", description="that value, or the start of it"),
-    ]
+    errors_schema = _errors_schema(key_field)
     _ensure_table(bq, config.errors_table, errors_schema)
     skipped = config.destination_table.sibling(f"{config.destination_table.table}_skipped")
     skipped_schema = [bigquery.SchemaField(key, key_field.field_type), bigquery.SchemaField("run_id", "STRING"),
@@ -361,8 +360,23 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
         checks=schema.row_checks(f for f in destination.schema if f.name not in lineage),
         json_columns=tuple(f.name for f in source if f.mode != "REPEATED" and schema.standard(f.field_type) == "JSON"),
         staged_json=_staged_as(destination.schema, "JSON"), staged_bytes=_staged_as(destination.schema, "BYTES"),
+        target=arrow_transform.Target(
+            schema=arrow_io.arrow_schema(f for f in staging_schema if f.name not in lineage), key=key,
+            required=frozenset(f.name for f in staging_schema if f.mode == "REQUIRED"),
+            json=frozenset(_staged_as(destination.schema, "JSON"))),
         key=key,
     )
+
+
+def _errors_schema(key: bigquery.SchemaField) -> list[bigquery.SchemaField]:
+    return [
+        bigquery.SchemaField(key.name, key.field_type, description="the source row's key"),
+        bigquery.SchemaField("error", "STRING", description="why the row is not in the destination"),
+        bigquery.SchemaField("run_id", "STRING"),
+        bigquery.SchemaField("failed_at", "TIMESTAMP"),
+        bigquery.SchemaField("column", "STRING", description="the column whose value would not load, if one"),
+        bigquery.SchemaField("value", "STRING", description="that value, or the start of it"),
+    ]
 
 
 def require_dataset(bq: BigQuery, table: TableId) -> None:
@@ -436,6 +450,7 @@ def _parse_json_columns(rows: list[Row], columns: tuple[str, ...]) -> None:
 @dataclass
 class _Batch:
     loaded: list[Row] = field(default_factory=list)  # transformed rows
+    checked: list[pa.Table] = field(default_factory=list)  # rows the batch form transformed, checked by column
     failed: list[Failure] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)  # keys of the rows the transform skipped
     duplicates: int = 0  # of failed: extra source rows of a duplicated key
@@ -478,14 +493,60 @@ def _transform_batch(rows: list[Row], transform: Transform, pool: ThreadPoolExec
                     return
                 results[index] = _apply(transform, rows[index], keys[index], tables)
 
-    workers = [pool.submit(work) for _ in range(min(concurrency, len(rows)))]
+    _settle([pool.submit(work) for _ in range(min(concurrency, len(rows)))], stop)
+    return _sorted(keys, list(results), copies)
+
+
+def _settle(workers: list[futures.Future[Any]], stop: stopping.Stop) -> bool:
+    """Wait for the transform's workers; False if they are abandoned, still running SETTLE_SECONDS after a stop."""
     while not all(worker.done() for worker in workers):
         if stop.past(stopping.SETTLE_SECONDS):
             log.warning("abandoning transforms still running after the stop",
                         extra=fields(seconds=stopping.SETTLE_SECONDS))
-            break
+            return False
         futures.wait(workers, timeout=0.2)
-    return _sorted(keys, list(results), copies)
+    return True
+
+
+def _transform_table(table: pa.Table, transform: Transform, pool: ThreadPoolExecutor, stop: stopping.Stop,
+                     tables: _Tables) -> _Batch:
+    """Run the batch form over the rows (``arrow_transform``); the rows it could not check by column, check by row.
+
+    One call on a worker thread, so that a stop can abandon it as it abandons the row form's workers.
+    """
+    copies, source = table[COPIES], table.drop_columns([COPIES])
+    work = pool.submit(arrow_transform.apply, transform, source, tables.target)
+    if not _settle([work], stop):
+        return _Batch(abandoned=source.num_rows)
+    applied = work.result()
+    batch = _Batch(checked=applied.checked, skipped=applied.skipped,
+                   failed=[(key_value, None, error, None) for key_value, error in applied.rejected])
+    for merged, keys in applied.unchecked:
+        for row, key_value in zip(arrow_io.to_rows(merged), keys):
+            outcome = _check_row(row, key_value, tables)
+            if isinstance(outcome, _Rejected):
+                batch.failed.append((key_value, outcome.column, outcome.error, outcome.value))
+            else:
+                batch.loaded.append(row)
+    repeated = pc.greater(copies, 1)
+    for key_value, count in zip(table.filter(repeated)[tables.key].to_pylist(), copies.filter(repeated).to_pylist()):
+        _count_duplicates(batch, key_value, count)
+    return batch
+
+
+def _check_row(row: Row, key_value: object, tables: _Tables) -> object:
+    """A batch form's row that failed the column checks, checked as the row form's (JSON text parsed first)."""
+    for column in tables.staged_json:
+        text = row.get(column)
+        try:
+            row[column] = text if text is None else JSON_NULL if text == "null" else json.loads(text)
+        except (TypeError, ValueError):
+            return _Rejected(column, f"value does not fit column {column}: expected JSON text", schema.excerpt(text))
+    return _apply(_unchanged, row, key_value, tables)
+
+
+def _unchanged(row: Row) -> Row:
+    return row
 
 
 def _sorted(keys: list[Any], results: list[object], copies: list[int]) -> _Batch:
@@ -501,11 +562,16 @@ def _sorted(keys: list[Any], results: list[object], copies: list[int]) -> _Batch
             batch.failed.append((key_value, outcome.column, outcome.error, outcome.value))
         elif isinstance(outcome, dict):  # the row to load
             batch.loaded.append(outcome)
-        if count > 1:
-            message = f"duplicate key in source: {count} source rows have this key; one of them was processed"
-            batch.failed += [(key_value, None, message, None)] * (count - 1)
-            batch.duplicates += count - 1
+        _count_duplicates(batch, key_value, count)
     return batch
+
+
+def _count_duplicates(batch: _Batch, key_value: object, count: int) -> None:
+    """Record the other source rows of a key that ``count`` source rows share as failed."""
+    if count > 1:
+        message = f"duplicate key in source: {count} source rows have this key; one of them was processed"
+        batch.failed += [(key_value, None, message, None)] * (count - 1)
+        batch.duplicates += count - 1
 
 
 def _apply(transform: Transform, row: Row, key_value: object, tables: _Tables) -> object:
@@ -549,8 +615,7 @@ class _Loader:
         self._bq, self._tables, self._result, self._started, self._stop = bq, tables, result, started, stop
         self._queue: queue.Queue[_Batch | None] = queue.Queue()
         self._arrow_schema = arrow_io.arrow_schema(tables.staging_schema)
-        self._pending: list[Any] = []  # Arrow tables of transformed rows not loaded yet (whole batches)
-        self._pending_rows = 0
+        self._gathered = arrow_io.Parquet(self._arrow_schema)  # transformed rows not loaded yet (whole batches)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
         self._thread.start()
@@ -582,8 +647,25 @@ class _Loader:
         """Add the batch's rows, as Arrow, to those the next load writes; rows Arrow cannot hold join ``failed``."""
         table = self._convert(rows, failed)
         if table is not None and table.num_rows:
-            self._pending.append(table)
-            self._pending_rows += table.num_rows
+            self._gathered.add(table)
+
+    def _load_rows(self, batch: _Batch, now: datetime.datetime) -> int:
+        """Gather the batch's transformed rows with their lineage; load what is gathered once it is enough."""
+        for row in batch.loaded:  # in place: one copy of the batch fewer in memory
+            _to_staging(row, self._tables)
+            row.update(run_id=self._result.run_id, processed_at=now)
+        if not STORAGE_API:
+            return self._land(batch.loaded, batch.failed) if batch.loaded else 0
+        self._gather(batch.loaded, batch.failed)
+        for table in batch.checked:
+            self._gathered.add(self._with_lineage(table, now))
+        return self._flush(batch.failed, final=batch.final)
+
+    def _with_lineage(self, table: pa.Table, now: datetime.datetime) -> pa.Table:
+        """Rows the batch form transformed and the column checks passed, with the lineage columns: ready to stage."""
+        rows = table.num_rows
+        table = table.append_column("run_id", pa.repeat(self._result.run_id, rows))
+        return table.append_column("processed_at", pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), rows))
 
     def _convert(self, rows: list[Row], failed: list[Failure]) -> Any:
         """The rows as Arrow; a row whose values do not convert is found by halving, without a load job."""
@@ -598,11 +680,12 @@ class _Loader:
 
     def _flush(self, failed: list[Failure], *, final: bool) -> int:
         """Load the gathered rows (one Parquet load and one MERGE) once they reach LOAD_BYTES, or at the end."""
-        if not self._pending or (not final and sum(t.nbytes for t in self._pending) < LOAD_BYTES):
+        gathered = self._gathered
+        if not gathered.rows or (not final and gathered.size < LOAD_BYTES):
             return 0
-        table = pa.concat_tables(self._pending)
-        inserted = self._land(table, failed)
-        self._pending, self._pending_rows = [], 0
+        gathered.finish()
+        inserted = self._land(gathered, failed)  # raises Abandoned at the stop deadline: the rows count as abandoned
+        self._gathered = arrow_io.Parquet(self._arrow_schema)
         return inserted
 
     def _load(self, batch: _Batch) -> None:
@@ -610,19 +693,13 @@ class _Loader:
         clock = time.monotonic()
         now = datetime.datetime.now(datetime.UTC)
         result.rows_abandoned += batch.abandoned
-        unsettled = len(batch.loaded) + len(batch.failed) + len(batch.skipped)
+        checked = sum(table.num_rows for table in batch.checked)
+        unsettled = len(batch.loaded) + checked + len(batch.failed) + len(batch.skipped)
         try:
-            if (unsettled or self._pending_rows) and self._stop.past(stopping.DEADLINE_SECONDS):
+            if (unsettled or self._gathered.rows) and self._stop.past(stopping.DEADLINE_SECONDS):
                 raise Abandoned("the stop deadline has passed")
-            for row in batch.loaded:  # in place: one copy of the batch fewer in memory
-                _to_staging(row, tables)
-                row.update(run_id=result.run_id, processed_at=now)
-            if STORAGE_API:
-                self._gather(batch.loaded, batch.failed)
-                result.rows_loaded += self._flush(batch.failed, final=batch.final)
-            elif batch.loaded:
-                result.rows_loaded += self._land(batch.loaded, batch.failed)
-            unsettled -= len(batch.loaded)
+            result.rows_loaded += self._load_rows(batch, now)
+            unsettled -= len(batch.loaded) + checked
             if batch.skipped:
                 skipped = [{key: k, "run_id": result.run_id, "skipped_at": now} for k in batch.skipped]
                 self._bq.load_rows(skipped, tables.skipped, tables.skipped_schema, write_disposition="WRITE_APPEND")
@@ -637,8 +714,8 @@ class _Loader:
                 unsettled = 0
         except Abandoned:
             # A load or MERGE given up on either committed or not: the next run redoes whatever is missing.
-            unsettled += self._pending_rows
-            self._pending, self._pending_rows = [], 0
+            unsettled += self._gathered.rows
+            self._gathered = arrow_io.Parquet(self._arrow_schema)
             result.rows_abandoned += unsettled
             log.warning("gave up on the batch in flight at the stop deadline; the next run redoes what did not land",
                         extra=fields(rows_abandoned=unsettled, deadline_seconds=stopping.DEADLINE_SECONDS))
@@ -666,6 +743,7 @@ class _Loader:
         try:
             self._stage(rows)
         except _ROW_FAULTS as exc:
+            rows = rows.read() if isinstance(rows, arrow_io.Parquet) else rows
             if len(rows) > 1:
                 half = len(rows) // 2
                 return self._land(rows[:half], failed) + self._land(rows[half:], failed)
@@ -677,12 +755,14 @@ class _Loader:
         return len(rows) if changed is None else changed
 
     def _stage(self, rows: Unit) -> None:
-        """Replace the staging table's rows with these: Arrow in a Parquet load, or (today's algorithm) dicts in JSON."""
+        """Replace the staging table's rows with these: Parquet (or Arrow) in a Parquet load, or (today's algorithm)
+        dicts in JSON."""
         tables = self._tables
         if isinstance(rows, list):
             self._bq.load_rows(rows, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
-        else:
-            self._bq.load_arrow(rows, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
+            return
+        parquet = rows if isinstance(rows, arrow_io.Parquet) else arrow_io.Parquet.of(rows)
+        self._bq.load_parquet(parquet, tables.staging, tables.staging_schema, write_disposition="WRITE_TRUNCATE")
 
 
 def _reject(row: Row, exc: Exception, failed: list[Failure], key: str) -> None:

@@ -1,6 +1,14 @@
-"""The transform: the one function to replace with your own.
+"""The transform: the one function to replace with your own, in either of two forms.
 
-The contract (also in the README):
+``transform`` is the row form (the default, ETL_TRANSFORM=etl_job.transform:transform): plain Python on
+one row at a time, on up to ETL_CONCURRENCY threads, made for a rule that calls an API per row.
+``transform_batch`` is the same rule in the batch form (ETL_TRANSFORM=etl_job.transform:transform_batch):
+one call per batch on a pyarrow Table, with Arrow compute functions and no Python object per value,
+for a rule that Arrow can express (its contract: ``etl_job.arrow_transform``). And ``transform.sql``
+is the same rule for the SQL path (ETL_TRANSFORM_SQL), where no row leaves BigQuery. All three give
+the same destination rows.
+
+The row form's contract (also in the README):
 
 * It is called once per source row with the row as a dict (column → value as the BigQuery client
   returns it: int, float, Decimal, str, bytes, date/datetime/time, dict for a STRUCT, list for an
@@ -19,6 +27,11 @@ The contract (also in the README):
 
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from etl_job import batch_transform
+
 # Columns the transform adds to each row (or source columns it gives a new type), name -> BigQuery type
 # in DDL syntax, e.g. {"sentiment": "FLOAT64", "tags": "ARRAY<STRING>", "address": "STRUCT<city STRING, zip STRING>"}
 # (a google.cloud.bigquery.SchemaField works too): the job creates the destination with them, and an
@@ -36,3 +49,9 @@ def transform(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(name, str) and "Doe" in name:
         return {**row, "name": name.replace("Doe", "Das")}
     return row
+
+
+@batch_transform
+def transform_batch(rows: pa.Table) -> pa.Table:
+    """The same rule over a whole batch: return only the column that changes (see ``etl_job.arrow_transform``)."""
+    return pa.table({"name": pc.replace_substring(rows["name"], "Doe", "Das")})

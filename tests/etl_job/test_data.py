@@ -107,7 +107,7 @@ def test_a_load_that_still_rejects_a_row_is_split_until_the_row_is_found(job, lo
     bq = bigquery_io.BigQuery(credentials.resolve({"BIGQUERY_EMULATOR_HOST": local_bigquery.url}), project=PROJECT,
                               storage_endpoint=local_bigquery.grpc)
     loads = []
-    for name in ("load_rows", "load_arrow"):
+    for name in ("load_rows", "load_parquet"):
         monkeypatch.setattr(bq, name, functools.partial(_counted, getattr(bq, name), loads))
     transform, output = config.import_transform(f"{TRANSFORMS}:bad_score_for_multiples_of_97")
 
