@@ -10,6 +10,7 @@ import math
 import re
 
 import pyarrow.parquet as pq
+import pytest
 
 from etl_job import bigquery_io, schema
 from tests.etl_job import typed
@@ -74,6 +75,18 @@ def test_every_type_arrives_value_for_value_on_the_default_path_and_parquet_hold
     again = job.run(ETL_TRANSFORM=UNCHANGED, ETL_KEY_COLUMN="key")
     assert again.returncode == 0, again.stderr
     assert log_lines(again.stderr)[-1]["rows_read"] == 0
+    typed.assert_same(typed.read(job.client, job.destination))
+
+
+@pytest.mark.parametrize("transform", ["unchanged_batch", "every_column_batch"])
+def test_every_type_arrives_value_for_value_through_the_batch_form(job, transform):
+    # unchanged_batch returns no column (every value passes through as read); every_column_batch returns
+    # them all, so each column goes through the column checks (a cast to its type, JSON text parsed).
+    typed.create_source(job.client, job.source)
+
+    done = job.run(ETL_TRANSFORM=f"tests.etl_job.transforms:{transform}", ETL_KEY_COLUMN="key", ETL_BATCH_SIZE="4")
+
+    assert done.returncode == 0, (done.stderr, job.rows(job.errors) if done.returncode == 3 else None)
     typed.assert_same(typed.read(job.client, job.destination))
 
 

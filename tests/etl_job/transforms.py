@@ -2,8 +2,11 @@
 
 import time
 
-from etl_job import SKIP
-from etl_job.transform import transform
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from etl_job import SKIP, SKIP_COLUMN, batch_transform
+from etl_job.transform import transform, transform_batch
 
 
 def slow(row: dict) -> dict:
@@ -76,3 +79,59 @@ def key_hunter(row: dict) -> dict:
     if any(found.values()):
         raise RuntimeError(f"the key is readable through {[where for where, yes in found.items() if yes]}")
     return transform(row)
+
+
+# The batch form (etl_job.arrow_transform): one pyarrow Table per batch.
+
+@batch_transform
+def unchanged_batch(rows: pa.Table) -> pa.Table:
+    """Changes nothing: returns no column."""
+    return rows.select([])
+
+
+@batch_transform
+def slow_batch(rows: pa.Table) -> pa.Table:
+    """The default batch transform, 50 ms slower per batch: gives a test time to interrupt a run."""
+    time.sleep(0.05)
+    return transform_batch(rows)
+
+
+@batch_transform
+def fail_on_multiples_of_7_batch(rows: pa.Table) -> pa.Table:
+    """The default batch transform, but raises for a batch holding an id divisible by 7."""
+    bad = [i for i in rows["id"].to_pylist() if i % 7 == 0]
+    if bad:
+        raise ValueError(f"no service for id {bad[0]}")
+    return transform_batch(rows)
+
+
+@batch_transform
+def huge_score_for_multiples_of_97_batch(rows: pa.Table) -> pa.Table:
+    """The default batch transform, and a score (NUMERIC) beyond NUMERIC's range for ids divisible by 97."""
+    scores = [1e30 if i % 97 == 0 else i + 0.25 for i in rows["id"].to_pylist()]
+    return transform_batch(rows).append_column("score", pa.array(scores, pa.float64()))
+
+
+@batch_transform
+def change_key_batch(rows: pa.Table) -> pa.Table:
+    """A broken batch transform: changes the key of id 2."""
+    return pa.table({"id": pc.if_else(pc.equal(rows["id"], 2), 1002, rows["id"])})
+
+
+@batch_transform
+def only_does_batch(rows: pa.Table) -> pa.Table:
+    """The tutorial's filter in the batch form: rows without "Doe" in the name are skipped."""
+    keep = pc.match_substring(rows["name"], "Doe")
+    return transform_batch(rows).append_column(SKIP_COLUMN, pc.invert(keep))
+
+
+@batch_transform
+def returns_none_batch(rows: pa.Table):
+    """A batch transform that forgot its return statement."""
+    transform_batch(rows)
+
+
+@batch_transform
+def every_column_batch(rows: pa.Table) -> pa.Table:
+    """Returns every column as it came: each is then checked by column as a changed one."""
+    return rows

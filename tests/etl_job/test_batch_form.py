@@ -1,0 +1,125 @@
+"""The batch form of the transform (``etl_job.arrow_transform``) through the real job process: the same rows as the
+row form, and the same guarantees (reruns, kills, failing rows, values that do not fit, NULL and duplicate keys)."""
+
+from __future__ import annotations
+
+import decimal
+
+from tests.support import (
+    assert_no_traceback,
+    business_columns,
+    expected_rows,
+    kill_after_first_batch,
+    log_lines,
+    source_row,
+)
+
+BATCH = "etl_job.transform:transform_batch"
+TRANSFORMS = "tests.etl_job.transforms"
+
+
+def test_the_batch_form_loads_the_same_rows_as_the_row_form_and_a_rerun_adds_nothing(job):
+    job.seed(3000)
+
+    done = job.run(ETL_TRANSFORM=BATCH, ETL_BATCH_SIZE="97")
+
+    assert done.returncode == 0, done.stderr
+    rows = job.rows()
+    assert business_columns(rows) == expected_rows(3000)
+    assert len({r["run_id"] for r in rows}) == 1 and all(r["processed_at"] for r in rows)
+    assert [line["batch"] for line in log_lines(done.stderr) if line["message"] == "batch loaded"][-1] == 31
+    again = job.run(ETL_TRANSFORM=BATCH)
+    assert again.returncode == 0, again.stderr
+    assert job.rows() == rows
+
+
+def test_rows_a_batch_raises_for_are_found_by_halving_and_the_rest_of_the_batch_loads(job):
+    job.seed(100)
+
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:fail_on_multiples_of_7_batch", ETL_BATCH_SIZE="40")
+
+    assert done.returncode == 3, done.stderr
+    assert_no_traceback(done)
+    assert business_columns(job.rows()) == [r for r in expected_rows(100) if r["id"] % 7]
+    errors = job.rows(job.errors)
+    assert sorted(e["id"] for e in errors) == list(range(7, 101, 7))
+    assert all(e["error"] == f"ValueError: no service for id {e['id']}" for e in errors)
+    fixed = job.run(ETL_TRANSFORM=BATCH)
+    assert fixed.returncode == 0, fixed.stderr
+    assert business_columns(job.rows()) == expected_rows(100)
+
+
+def test_a_value_that_does_not_fit_its_column_rejects_its_row_only_with_the_column_and_reason(job):
+    job.seed(200)
+
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:huge_score_for_multiples_of_97_batch", ETL_BATCH_SIZE="50")
+
+    assert done.returncode == 3, done.stderr
+    assert business_columns(job.rows()) == [r for r in expected_rows(200) if r["id"] % 97]
+    errors = job.rows(job.errors)
+    assert [(e["id"], e["column"], e["value"]) for e in sorted(errors, key=lambda e: e["id"])] == [
+        (97, "score", "1e+30"), (194, "score", "1e+30")]
+    assert all(e["error"] == "value does not fit column score: out of NUMERIC's range, got float (NUMERIC)"
+               for e in errors)
+
+
+def test_a_changed_key_and_a_result_of_the_wrong_shape_are_row_errors(job):
+    job.seed(5)
+
+    changed = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:change_key_batch")
+
+    assert changed.returncode == 3, changed.stderr
+    assert [r["id"] for r in job.rows()] == [1, 3, 4, 5]
+    (error,) = job.rows(job.errors)
+    assert error["id"] == 2 and "changed the key column" in error["error"]
+
+    nothing = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:returns_none_batch")
+
+    assert nothing.returncode == 3, nothing.stderr
+    assert_no_traceback(nothing)
+    # Only id 2 was left to read.
+    assert [(e["id"], e["error"]) for e in job.rows(job.errors) if "NoneType" in e["error"]] == [
+        (2, "batch transform returned NoneType, expected a pyarrow.Table of the columns to set, one row per source row")]
+
+
+def test_the_skip_column_records_its_rows_as_skipped_and_they_are_not_read_again(job):
+    job.seed(30)
+
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:only_does_batch", ETL_BATCH_SIZE="7")
+
+    assert done.returncode == 0, done.stderr
+    assert [r["id"] for r in job.rows()] == list(range(3, 31, 3))
+    assert all("Das" in r["name"] for r in job.rows())
+    skipped = job.destination + "_skipped"
+    assert sorted(r["id"] for r in job.rows(skipped)) == [i for i in range(1, 31) if i % 3]
+    assert log_lines(done.stderr)[-1]["rows_skipped"] == 20
+    again = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:only_does_batch")
+    assert log_lines(again.stderr)[-1]["rows_read"] == 0
+
+
+def test_a_run_killed_after_a_batch_is_completed_exactly_by_the_next(job):
+    job.seed(400)
+    kill_after_first_batch(job.start(ETL_TRANSFORM=f"{TRANSFORMS}:slow_batch", ETL_BATCH_SIZE="20"))
+
+    done = job.run(ETL_TRANSFORM=BATCH)
+
+    assert done.returncode == 0, done.stderr
+    assert business_columns(job.rows()) == expected_rows(400)
+
+
+def test_null_and_duplicate_keys_are_counted_and_recorded_as_on_the_row_form(job):
+    rows = [source_row(i) for i in range(1, 31)] + [{**source_row(0), "id": None}] * 2
+    rows += [{**source_row(5), "name": "Copy A"}, source_row(17)]
+    job.create_source(rows)
+
+    done = job.run(ETL_TRANSFORM=BATCH, ETL_BATCH_SIZE="7")
+
+    assert done.returncode == 3, done.stderr
+    assert business_columns(job.rows()) == expected_rows(30)
+    errors = job.rows(job.errors)
+    assert sorted(e["id"] for e in errors) == [5, 17]
+    assert {e["error"] for e in errors} == {
+        "duplicate key in source: 2 source rows have this key; one of them was processed"}
+    end = log_lines(done.stderr)[-1]
+    assert (end["rows_loaded"], end["rows_duplicate_key"], end["rows_null_key"]) == (30, 2, 2)
+    assert decimal.Decimal("5.25") == next(r for r in job.rows() if r["id"] == 5)["score"]
