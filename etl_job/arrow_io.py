@@ -120,15 +120,18 @@ class Reader:
 
     def _read(self, read_client: Any, stream: str) -> None:
         try:
+            if not self._take_token():
+                return
+            # The token first: read_rows receives the stream's first message at once (google.api_core prefetches
+            # it to raise errors early), and every stream doing so together took the job's memory up by a fifth.
             responses = iter(read_client.read_rows(stream))
-            while self._take_token():
-                response = next(responses, None)
-                if response is None:
-                    self._tokens.release()
-                    self._queue.put(_DONE)
-                    return
+            while (response := next(responses, None)) is not None:
                 self._queue.put(response.arrow_record_batch.serialized_record_batch)
                 del response  # the message object: only its bytes wait
+                if not self._take_token():
+                    return
+            self._tokens.release()
+            self._queue.put(_DONE)
         except Exception as exc:  # noqa: BLE001 - handed to the reading thread
             self._queue.put(exc)
 
