@@ -22,6 +22,7 @@ FIRST_NAMES = ("John", "Jane", "Alex", "Maria", "Sam")
 LAST_NAMES = ("Doe", "Smith", "Doe-Ray", "Nguyen", "Garcia", "Dover")
 ROWS = 1000
 SQL_DESTINATION = f"{DESTINATION}_sql"
+BATCH_DESTINATION = f"{DESTINATION}_batch"
 DOE, DAS = "name LIKE '%Doe%'", "name LIKE '%Das%'"
 
 
@@ -68,19 +69,27 @@ def _rows(client: bigquery.Client, table: str) -> list[dict]:
     return [dict(row.items()) for row in client.query(query).result()]
 
 
-def _sql_path(client: bigquery.Client, env: dict[str, str]) -> int:
-    """Run the same rule on the SQL path (etl_job/transform.sql) into another table; show that the rows agree."""
-    env = {**env, "ETL_DESTINATION_TABLE": SQL_DESTINATION,
-           "ETL_TRANSFORM_SQL": (ROOT / "etl_job" / "transform.sql").read_text()}
-    print(f'\n$ ETL_TRANSFORM_SQL="$(cat etl_job/transform.sql)" ETL_DESTINATION_TABLE={SQL_DESTINATION} '
-          "python -m etl_job   # the same rule in SQL: one MERGE inside BigQuery", flush=True)
+def _same_rule(client: bigquery.Client, env: dict[str, str], destination: str, setting: dict[str, str],
+               shown: str, what: str) -> int:
+    """Run the same rule in another form into another table; show that the rows agree."""
+    env = {**env, **setting, "ETL_DESTINATION_TABLE": destination}
+    print(f"\n$ {shown} ETL_DESTINATION_TABLE={destination} python -m etl_job   # the same rule {what}", flush=True)
     code = subprocess.run([sys.executable, "-m", "etl_job"], cwd=ROOT, env=env).returncode
     print(f"\njob exit code {code}")
     if code == 0:
-        same = "yes" if _rows(client, SQL_DESTINATION) == _rows(client, DESTINATION) else "NO"
-        print(f"{SQL_DESTINATION}: {_count(client, SQL_DESTINATION):,} rows; the same rows as {DESTINATION} "
+        same = "yes" if _rows(client, destination) == _rows(client, DESTINATION) else "NO"
+        print(f"{destination}: {_count(client, destination):,} rows; the same rows as {DESTINATION} "
               f"apart from run_id and processed_at: {same}")
     return code
+
+
+def _other_forms(client: bigquery.Client, env: dict[str, str]) -> int:
+    """The rule in the transform's batch form, then on the SQL path (etl_job/transform.sql)."""
+    batch = "etl_job.transform:transform_batch"
+    return _same_rule(client, env, BATCH_DESTINATION, {"ETL_TRANSFORM": batch}, f"ETL_TRANSFORM={batch}",
+                      "in the batch form: one Arrow call per batch") or _same_rule(
+        client, env, SQL_DESTINATION, {"ETL_TRANSFORM_SQL": (ROOT / "etl_job" / "transform.sql").read_text()},
+        'ETL_TRANSFORM_SQL="$(cat etl_job/transform.sql)"', "in SQL: one MERGE inside BigQuery")
 
 
 def main() -> int:
@@ -113,7 +122,7 @@ def main() -> int:
             sample = client.query(f"SELECT id, name, email, run_id, processed_at FROM `{DESTINATION}` ORDER BY id LIMIT 6")
             for row in sample.result():
                 print(f"  {row.id:>4}  {row.name:<16} {row.email:<26} run {row.run_id}  {row.processed_at:%H:%M:%S}")
-            code = code or _sql_path(client, env)
+            code = code or _other_forms(client, env)
     print(f"\n(local BigQuery stopped; demo took {time.monotonic() - started:.1f} s)")
     return code
 

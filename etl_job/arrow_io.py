@@ -149,7 +149,7 @@ class Parquet:
     carry many batches (BigQuery, local or not, takes a while per load job whatever its size).
     """
 
-    ROW_GROUP_BYTES = 1024 * 1024  # of Arrow gathered before it is written as one row group
+    ROW_GROUP_BYTES = 4 * 1024 * 1024  # of Arrow gathered before it is written as one row group
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema, self.rows = schema, 0

@@ -204,7 +204,7 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
     pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="transform")
     loader = _Loader(bq, tables, result, started, stop)
     try:
-        _count_null_keys(config, bq, shard, result)
+        _count_null_keys(config, bq, shard, tables, result)
         pages = _extract(bq, tables, _extract_query(config, tables, shard), _shard_parameters(shard), config.batch_size)
         while not stop.is_set() and _next_batch(pages, transform, pool, config, stop, tables, result, loader):
             pass
@@ -248,8 +248,9 @@ def _next_batch(pages: Iterator[Any], transform: Transform, pool: ThreadPoolExec
     return True
 
 
-def _count_null_keys(config: Config, bq: BigQuery, shard: Shard, result: RunResult) -> None:
-    if shard.index == 0:  # a NULL key hashes to no shard: count them once
+def _count_null_keys(config: Config, bq: BigQuery, shard: Shard, tables: _Tables, result: RunResult) -> None:
+    # A NULL key hashes to no shard: shard 0 counts them. A REQUIRED key column has none: no query.
+    if shard.index == 0 and tables.key_nullable:
         result.rows_null_key = bq.query_value(null_keys_sql(config.source_table, config.key_column,
                                                             source_filter=config.source_filter))
     if result.rows_null_key:
@@ -318,6 +319,7 @@ class _Tables:
     staged_bytes: tuple[str, ...]  # destination columns staged as base64 text
     target: arrow_transform.Target  # what the batch form's rows must fit (the staging columns but lineage)
     key: str
+    key_nullable: bool  # whether the source's key column may hold NULL (is not REQUIRED)
 
 
 def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigquery.SchemaField]) -> _Tables:
@@ -364,7 +366,7 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
             schema=arrow_io.arrow_schema(f for f in staging_schema if f.name not in lineage), key=key,
             required=frozenset(f.name for f in staging_schema if f.mode == "REQUIRED"),
             json=frozenset(_staged_as(destination.schema, "JSON"))),
-        key=key,
+        key=key, key_nullable=key_field.mode != "REQUIRED",
     )
 
 
@@ -529,8 +531,10 @@ def _transform_table(table: pa.Table, transform: Transform, pool: ThreadPoolExec
             else:
                 batch.loaded.append(row)
     repeated = pc.greater(copies, 1)
-    for key_value, count in zip(table.filter(repeated)[tables.key].to_pylist(), copies.filter(repeated).to_pylist()):
-        _count_duplicates(batch, key_value, count)
+    if pc.any(repeated).as_py():  # only the key column filtered, and only when a key is duplicated
+        for key_value, count in zip(table[tables.key].filter(repeated).to_pylist(),
+                                    copies.filter(repeated).to_pylist()):
+            _count_duplicates(batch, key_value, count)
     return batch
 
 

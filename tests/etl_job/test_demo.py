@@ -12,6 +12,8 @@ def test_demo_runs_the_job_and_exits_with_its_code():
     assert done.returncode == 0, done.stderr
     assert "customers has 1,000 rows, 333 of them with 'Doe'" in done.stdout
     assert "customers_clean: 1,000 rows, 0 with 'Doe', 333 with 'Das'" in done.stdout
+    assert ("customers_clean_batch: 1,000 rows; the same rows as local-project.demo.customers_clean apart from "
+            "run_id and processed_at: yes") in done.stdout
     assert ("customers_clean_sql: 1,000 rows; the same rows as local-project.demo.customers_clean apart from run_id "
             "and processed_at: yes") in done.stdout
     assert "local BigQuery stopped" in done.stdout
