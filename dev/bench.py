@@ -10,7 +10,7 @@ process), so wall time and peak memory (``ru_maxrss`` of that one child) are the
 * rest: the real job with today's algorithm before the Storage APIs (``pipeline.STORAGE_API=False``:
   REST query pages, a JSON load and a MERGE per batch).
 * floor: what this backend allows at best for the Python path: a Storage Read of the source
-  (Arrow, 4 streams), then one Parquet load of the same rows.
+  (Arrow, the job's READ_STREAMS streams), then one Parquet load of the same rows.
 * sql: the real ``python -m etl_job`` on the SQL path (ETL_TRANSFORM_SQL from etl_job/transform.sql).
 * bare_merge: the SQL path's floor: a process that only creates the destination and runs one bare
   MERGE of the same rows (same client, same machine), with none of the job's checks.

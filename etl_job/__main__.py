@@ -160,6 +160,7 @@ def _report(config: config_module.Config, result: RunResult, bq: BigQuery, code:
             rows_failed=result.rows_failed, rows_skipped=result.rows_skipped,
             rows_duplicate_key=result.rows_duplicate_key,
             rows_null_key=result.rows_null_key, rows_abandoned=result.rows_abandoned, batches=result.batches,
+            rows_checked_by_row=result.rows_checked_by_row,
             duration_seconds=round(duration, 3), bytes_processed=bq.bytes_processed, bytes_billed=bq.bytes_billed,
             rows_per_second=round(result.rows_read / result.seconds, 1) if result.seconds else 0.0,
             **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.timings.items()},

@@ -8,6 +8,7 @@ import io
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -89,12 +90,11 @@ class Reader:
 
     def holds(self, rows: int) -> bool:
         """Whether the next ``rows`` rows are already decoded (``next_rows`` will not wait)."""
-        held: int = sum(batch.num_rows for batch in self._pending)
-        return held >= rows
+        return self._held() >= rows
 
     def next_rows(self, rows: int) -> pa.Table | None:
         """The next table of at most ``rows`` rows; None when every stream has ended."""
-        held = sum(batch.num_rows for batch in self._pending)
+        held = self._held()
         while held < rows and self._running:
             item = self._queue.get()
             if item is _DONE:
@@ -111,6 +111,10 @@ class Reader:
         table = pa.Table.from_batches(self._pending, self._schema)
         self._pending = table.slice(rows).to_batches() if held > rows else []
         return table.slice(0, rows)
+
+    def _held(self) -> int:
+        held: int = sum(batch.num_rows for batch in self._pending)
+        return held
 
     def close(self) -> None:
         """Let the stream threads end (they stop at their next record batch)."""
@@ -156,6 +160,7 @@ class Parquet:
         self._file = io.BytesIO()
         self._writer = pq.ParquetWriter(self._file, schema, compression="zstd", use_dictionary=False)
         self._pending: list[pa.Table] = []
+        self._first_added: float | None = None
 
     @classmethod
     def of(cls, table: pa.Table) -> Parquet:
@@ -169,12 +174,18 @@ class Parquet:
         return self.rows
 
     @property
+    def age(self) -> float:
+        """Seconds since the first rows were added (0 while empty)."""
+        return 0.0 if self._first_added is None else time.monotonic() - self._first_added
+
+    @property
     def size(self) -> int:
         """Bytes held: the Parquet written so far and the Arrow waiting to be written."""
         arrow: int = sum(table.nbytes for table in self._pending)
         return self._file.tell() + arrow
 
     def add(self, table: pa.Table) -> None:
+        self._first_added = self._first_added or time.monotonic()
         self._pending.append(table)
         self.rows += table.num_rows
         if sum(pending.nbytes for pending in self._pending) >= self.ROW_GROUP_BYTES:

@@ -12,10 +12,14 @@ A transform module opts in with ``@etl_job.batch_transform``. The contract (also
   as ``etl_job.SKIP`` does for one row.
 * It raises to reject rows: the batch is split in halves and each half transformed again until the
   rows it raises for are alone; they go to ``<destination>_errors`` with the exception and the rest load.
-* Its values are checked column by column with Arrow (a cast to the column's type checks range and
-  decimal places; NULL in a REQUIRED column or inside an ARRAY; JSON text). A part of the batch with a
-  value that does not fit, an unknown column or a changed key is checked row by row instead, as the
-  row form's results are, so each offending row goes to the errors table with its column and reason.
+* Its columns are checked column by column with Arrow: a column of the destination's own Arrow type
+  passes as it is, and one of another type only by a cast that cannot change a value (a narrower
+  integer, a 32-bit float, another string or binary layout, a timestamp of another unit that loses no
+  digits, a decimal of fewer places); NULL in a REQUIRED column or inside an ARRAY fails, and so does
+  text in a JSON column that BigQuery's PARSE_JSON would refuse. A part of the batch with anything else
+  (a float for a NUMERIC, an int for a STRING, a STRUCT of other fields, an unknown column, a changed
+  key) is checked row by row instead, with the row form's checks, so each offending row goes to the
+  errors table with its column and reason, and a value the row form would take loads as it would.
 """
 
 from __future__ import annotations
@@ -29,8 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_job import SKIP_COLUMN
-
-MAX_ERROR_CHARS = 1000
+from etl_job.errors import MAX_ERROR_CHARS
 
 BatchTransform = Callable[[pa.Table], object]
 
@@ -81,7 +84,7 @@ def _call(transform: BatchTransform, part: pa.Table, target: Target, applied: Ap
     keys = part[target.key]  # as read: the returned key must equal it
     keys_kept = target.key not in out.column_names or _equal(out.column(target.key), keys)
     merged = _merge(part, out)
-    if SKIP_COLUMN in merged.column_names and pa.types.is_boolean(merged[SKIP_COLUMN].type):
+    if SKIP_COLUMN in out.column_names and pa.types.is_boolean(merged[SKIP_COLUMN].type):
         marks = pc.fill_null(merged[SKIP_COLUMN], False)
         applied.skipped += keys.filter(marks).to_pylist()
         merged, keys = merged.filter(pc.invert(marks)).drop_columns([SKIP_COLUMN]), keys.filter(pc.invert(marks))
@@ -96,6 +99,8 @@ def _shape_problem(out: object, rows: int) -> str | None:
     if not isinstance(out, (pa.Table, pa.RecordBatch)):
         return (f"batch transform returned {type(out).__name__}, expected a pyarrow.Table of the columns to set, "
                 "one row per source row")
+    if len(set(out.column_names)) < len(out.column_names):
+        return f"batch transform returned a column twice ({sorted(out.column_names)}): return each column once"
     if out.num_rows != rows:
         return f"batch transform returned {out.num_rows} rows for {rows}: return one row per source row, in order"
     return None
@@ -135,31 +140,71 @@ def _checked(merged: pa.Table, target: Target, *, changed: Iterable[str]) -> pa.
             column = _fits(column, spot, target)
             if column is None:
                 return None
-        elif column.type != spot.type:
-            column = column.cast(spot.type)
+        elif column.type != spot.type:  # a source column the destination retypes (OUTPUT_COLUMNS)
+            column = _fits(column, spot, target)
+            if column is None:
+                return None
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=target.schema)
 
 
 def _fits(column: pa.ChunkedArray, spot: pa.Field, target: Target) -> pa.ChunkedArray | None:
-    """The column cast to its type if every value fits (Arrow's safe cast checks range and decimal places)."""
-    try:
-        cast = column.cast(spot.type, safe=True)
-    except (pa.ArrowException, ArithmeticError, TypeError, ValueError):
+    """The column in its Arrow type if every value fits unchanged; None if one may not (the row checks decide)."""
+    if column.type != spot.type:
+        if not _exact_cast(column.type, spot.type):
+            return None
+        try:
+            column = column.cast(spot.type, safe=True)
+        except (pa.ArrowException, ArithmeticError, TypeError, ValueError):
+            return None
+    if spot.name in target.required and column.null_count:
         return None
-    if spot.name in target.required and cast.null_count:
-        return None
-    if pa.types.is_list(spot.type) and pc.list_flatten(cast).null_count:
+    if pa.types.is_list(spot.type) and pc.list_flatten(column).null_count:
         return None  # an ARRAY cannot hold NULL
-    if spot.name in target.json and not _all_json(cast):
+    if spot.name in target.json and not all(_is_json(text) for text in column.drop_null().to_pylist()):
         return None
-    return cast
+    return column
 
 
-def _all_json(column: pa.ChunkedArray) -> bool:
+def _exact_cast(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether Arrow's safe cast from ``source`` to ``target`` keeps every value it does not refuse.
+
+    Not float to decimal (it rounds), nor across kinds (an int as text or as a time, a naive time as UTC
+    for a DATETIME), nor STRUCTs (a cast drops unknown fields): those go to the row checks.
+    """
+    t = pa.types
+    kinds = (
+        (t.is_integer, lambda x: x == pa.int64() or t.is_decimal(x)),
+        (t.is_floating, lambda x: x == pa.float64()),
+        (t.is_decimal, t.is_decimal),
+        (lambda x: t.is_string(x) or t.is_large_string(x), t.is_string),
+        (lambda x: t.is_binary(x) or t.is_large_binary(x), t.is_binary),
+        (t.is_date, t.is_date),
+        (t.is_time, t.is_time),
+        (t.is_timestamp, lambda x: t.is_timestamp(x) and (x.tz is not None or source.tz is None)),
+    )
+    return any(is_source(source) and fits_target(target) for is_source, fits_target in kinds)
+
+
+def parse_json(text: str) -> Any:
+    """The JSON text's value; ValueError if BigQuery's PARSE_JSON would refuse it (NaN, Infinity, 1e400)."""
+    return json.loads(text, parse_constant=_refuse, parse_float=_finite)
+
+
+def _refuse(token: str) -> float:
+    raise ValueError(f"{token} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is beyond a double")
+    return number
+
+
+def _is_json(text: str) -> bool:
     try:
-        for text in column.drop_null().to_pylist():
-            json.loads(text)
+        parse_json(text)
     except ValueError:
         return False
     return True

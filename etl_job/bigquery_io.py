@@ -38,7 +38,7 @@ JOB_POLL_SECONDS = 1.0  # the longest pause between two looks at a running job
 # load take rows slower than one stream sends them, and each stream costs memory (make bench: four were no faster
 # and 15 MiB larger). To read faster, split the run into shards (ETL_SHARD_COUNT): each task reads its own streams.
 READ_STREAMS = 2
-READ_BUFFER = 1  # Arrow record batches waiting to be decoded (one more per stream on its way): bounds memory
+READ_BUFFER = 1  # Storage Read messages received ahead of the reader, over all streams: bounds memory
 _T = TypeVar("_T")
 Job = Any  # a google.cloud.bigquery job (QueryJob or LoadJob)
 _LOCAL_GRPC_PORT_OFFSET = 10  # bqemulator's layout: REST 9050, gRPC 9060
@@ -235,8 +235,9 @@ class BigQuery:
     def read_table(self, table: TableId, columns: list[str], batch_rows: int) -> Iterator[Any]:
         """Read a table with the Storage Read API: Arrow, ``READ_STREAMS`` streams in parallel, only ``columns``.
 
-        Yields pyarrow Tables of at most ``batch_rows`` rows (in no particular order). Each stream's
-        reader holds at most ``READ_BUFFER`` record batches, so memory is bounded however large the table.
+        Yields pyarrow Tables of at most ``batch_rows`` rows (in no particular order). The streams hold
+        at most ``READ_BUFFER`` messages received ahead of the reader between them, so memory is bounded
+        however large the table.
         """
         from etl_job import arrow_io
 

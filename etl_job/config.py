@@ -125,7 +125,7 @@ def _line(problem: rules.Problem) -> str:
 _REQUIRED = {name for name, info in Config.model_fields.items() if info.is_required()}
 
 
-def import_transform(spec: str) -> tuple[Callable[[dict[str, Any]], dict[str, Any]], list[SchemaField]]:
+def import_transform(spec: str) -> tuple[Callable[[Any], object], list[SchemaField]]:
     """Import the transform ``module:function``; return it and its module's ``OUTPUT_COLUMNS`` as schema fields.
 
     ``OUTPUT_COLUMNS`` maps a column name to a type in DDL syntax (``FLOAT64``, ``ARRAY<STRING>``,
@@ -158,7 +158,7 @@ def import_transform(spec: str) -> tuple[Callable[[dict[str, Any]], dict[str, An
             f"{named} cannot be imported (module {module_name!r} has no {function_name!r}): check the function name"
         )
     if not callable(function):
-        raise JobError(f"{named} is not a function: point it at a function taking and returning a row dict")
+        raise JobError(f"{named} is not a function: point it at a function taking and returning a row dict, or a pyarrow Table (@etl_job.batch_transform)")
     columns = getattr(module, "OUTPUT_COLUMNS", None) or {}
     if not isinstance(columns, Mapping):
         raise JobError(

@@ -1,4 +1,4 @@
-"""The job's one exception type for problems a user can fix, and its exit codes."""
+"""The job's one exception type for problems a user can fix, its exit codes, and how much of an error is kept."""
 
 from enum import IntEnum
 
@@ -17,3 +17,6 @@ class ExitCode(IntEnum):
     SKIPPED_OVERLAP = 5
     INTERRUPTED_SIGINT = 130
     INTERRUPTED_SIGTERM = 143
+
+
+MAX_ERROR_CHARS = 1000  # of an error's text, in the errors table

@@ -12,24 +12,27 @@ How a run stays correct however it ends:
 * Nothing is dropped silently. A key shared by several source rows is processed once (an
   arbitrary one of its rows); every other row of it goes to ``<destination>_errors`` as
   "duplicate key in source". Source rows with a NULL key cannot be loaded or recorded by key:
-  one COUNT query per run counts them and the run logs them. Either makes the run exit 3.
-* Each batch is written with a load job into a per-run staging table (WRITE_TRUNCATE), then
-  MERGEd into the destination on the key, inserting only keys not already there. A MERGE is
-  atomic, so a batch lands whole or not at all, and within a run no key is written twice.
+  one COUNT query per run counts them (none when the key column is REQUIRED) and the run logs
+  them. Either makes the run exit 3.
+* Transformed batches are gathered as one Parquet file in memory; at LOAD_BYTES of it, after
+  LOAD_SECONDS, or at the end, it is written with a load job into a per-run staging table
+  (WRITE_TRUNCATE), then MERGEd into the destination on the key, inserting only keys not already
+  there. A MERGE is atomic, so whole batches land together or not at all, and within a run no key
+  is written twice.
   Two runs at the same time could both insert a key: BigQuery may commit two concurrent MERGEs
   that only insert. The guard is ``overlap`` (a scheduled run skips while an older one is still
   going); it fails open, so should its check fail while another run is going, rows may be doubled.
-* Memory is bounded by the batch size however large the table: one page is read and
-  transformed while a background thread loads the previous batch; never more than two.
-* The destination is created clustered on the key, so each MERGE reads little of it; on very
-  large tables, a larger ETL_BATCH_SIZE means fewer MERGEs. Columns the transform adds are
+* Memory is bounded by the batch size and LOAD_BYTES however large the table: one batch is read and
+  transformed while a background thread gathers (or loads) the previous one; never more than two,
+  plus the gathered Parquet and one Storage Read message received ahead.
+* The destination is created clustered on the key, so each MERGE reads little of it. Columns the transform adds are
   declared in its module's ``OUTPUT_COLUMNS``; the job creates the destination with them.
 * Rows whose transform fails, and rows with a value that would not load into its column (checked
   in the job against the destination's schema before anything is sent), go to
   ``<destination>_errors`` with the column, the reason and an excerpt of the value, and not to the
   destination, so the next run tries them again; the rest of their batch loads. Should a load job
-  still reject a batch for a row's fault (BadRequest), the batch is split in halves until the row
-  is found (at most ``MAX_REJECTED_PER_BATCH`` rows a batch; beyond that the fault is not the rows').
+  still reject the gathered rows for a row's fault (BadRequest), they are split in halves until the
+  row is found (at most ``MAX_REJECTED_PER_BATCH`` rows a load; beyond that the fault is not the rows').
 * Rows the transform skips (it returns ``etl_job.SKIP``) have their key recorded in
   ``<destination>_skipped``; the extract leaves those keys out, so they are not read again.
 * Before anything is written, the source, the transform's declared output (``OUTPUT_COLUMNS``) and
@@ -73,7 +76,7 @@ from google.cloud import bigquery
 from etl_job import JSON_NULL, SKIP, arrow_io, arrow_transform, is_batch_transform, schema, stopping
 from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
-from etl_job.errors import JobError
+from etl_job.errors import MAX_ERROR_CHARS, JobError
 from etl_job.logs import fields
 
 log = logging.getLogger(__name__)
@@ -83,8 +86,7 @@ LINEAGE = (
     bigquery.SchemaField("processed_at", "TIMESTAMP", description="when the row was transformed and loaded"),
 )
 STAGING_EXPIRY = datetime.timedelta(days=1)  # BigQuery drops a staging table a killed run left behind
-MAX_ERROR_CHARS = 1000
-MAX_REJECTED_PER_BATCH = 10  # rows a load job may reject in one batch before the run fails (not the rows' fault)
+MAX_REJECTED_PER_BATCH = 10  # rows a load job may reject (one load) before the run fails (not the rows' fault)
 COPIES = "_etl_key_copies"  # extract column: how many source rows share the row's key
 # The extract and load on the BigQuery Storage Read API (Arrow) and Parquet load jobs. False: today's
 # algorithm before them, REST query pages and JSON load jobs, kept only as `make bench`'s "rest" variant.
@@ -94,6 +96,9 @@ STORAGE_API = True
 # whatever their size (and BigQuery allows 1,500 load jobs per table a day). Memory: two batches of rows,
 # plus at most this, plus a Parquet row group of Arrow (arrow_io.Parquet.ROW_GROUP_BYTES).
 LOAD_BYTES = 32 * 1024 * 1024
+# ... or once the oldest gathered row has waited this long, so that a slow run (an API call per row) lands its rows
+# as it goes and a kill loses at most this much work; with 60 s, one staging table takes at most 1,440 load jobs a day.
+LOAD_SECONDS = 60.0
 
 # A batch's load fails for a row's fault: BigQuery rejects it, or (Parquet) Arrow cannot hold a value.
 _ROW_FAULTS = (api_exceptions.BadRequest, *arrow_io.CONVERSION_ERRORS)
@@ -125,6 +130,7 @@ class RunResult:
     rows_duplicate_key: int = 0  # of rows_failed: the extra rows of a key several source rows share
     rows_null_key: int = 0  # source rows with a NULL key: neither loaded nor in the errors table
     rows_abandoned: int = 0  # rows left for the next run because this one stopped
+    rows_checked_by_row: int = 0  # batch form: rows the column checks did not pass, checked one by one instead
     batches: int = 0
     complete: bool = False
     seconds: float = 0.0
@@ -457,6 +463,7 @@ class _Batch:
     skipped: list[Any] = field(default_factory=list)  # keys of the rows the transform skipped
     duplicates: int = 0  # of failed: extra source rows of a duplicated key
     abandoned: int = 0  # rows not transformed because the run is stopping
+    checked_by_row: int = 0  # rows of the batch form its column checks did not pass, checked as the row form's
     final: bool = False  # the run's end: load what is gathered
 
 
@@ -524,7 +531,14 @@ def _transform_table(table: pa.Table, transform: Transform, pool: ThreadPoolExec
     batch = _Batch(checked=applied.checked, skipped=applied.skipped,
                    failed=[(key_value, None, error, None) for key_value, error in applied.rejected])
     for merged, keys in applied.unchecked:
-        for row, key_value in zip(arrow_io.to_rows(merged), keys):
+        batch.checked_by_row += len(keys)
+        try:
+            rows = arrow_io.to_rows(merged)
+        except arrow_io.CONVERSION_ERRORS as exc:  # e.g. nanoseconds that a Python datetime cannot hold
+            reason = f"the batch transform's values do not convert to Python values: {exc}"[:MAX_ERROR_CHARS]
+            batch.failed += [(key_value, None, reason, None) for key_value in keys]
+            continue
+        for row, key_value in zip(rows, keys):
             outcome = _check_row(row, key_value, tables)
             if isinstance(outcome, _Rejected):
                 batch.failed.append((key_value, outcome.column, outcome.error, outcome.value))
@@ -543,9 +557,10 @@ def _check_row(row: Row, key_value: object, tables: _Tables) -> object:
     for column in tables.staged_json:
         text = row.get(column)
         try:
-            row[column] = text if text is None else JSON_NULL if text == "null" else json.loads(text)
+            row[column] = text if text is None else JSON_NULL if text == "null" else arrow_transform.parse_json(text)
         except (TypeError, ValueError):
-            return _Rejected(column, f"value does not fit column {column}: expected JSON text", schema.excerpt(text))
+            return _Rejected(column, f"value does not fit column {column}: expected JSON text BigQuery takes (no "
+                                     "NaN, Infinity or number beyond a double)", schema.excerpt(text))
     return _apply(_unchanged, row, key_value, tables)
 
 
@@ -610,9 +625,11 @@ def _apply(transform: Transform, row: Row, key_value: object, tables: _Tables) -
 
 
 class _Loader:
-    """Loads batches one at a time on a background thread while the main thread reads and transforms the next.
+    """Gathers batches, and loads what is gathered, on a background thread while the main thread reads and
+    transforms the next batch.
 
-    ``submit`` first waits for the previous load to end, so at most two batches are in memory.
+    ``submit`` first waits for the previous batch to be handled, so at most two batches are in memory
+    besides the gathered Parquet.
     """
 
     def __init__(self, bq: BigQuery, tables: _Tables, result: RunResult, started: float, stop: stopping.Stop) -> None:
@@ -620,6 +637,7 @@ class _Loader:
         self._queue: queue.Queue[_Batch | None] = queue.Queue()
         self._arrow_schema = arrow_io.arrow_schema(tables.staging_schema)
         self._gathered = arrow_io.Parquet(self._arrow_schema)  # transformed rows not loaded yet (whole batches)
+        self._in_hand = 0  # rows of the batch being loaded, neither gathered nor landed yet
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
         self._thread.start()
@@ -658,18 +676,26 @@ class _Loader:
         for row in batch.loaded:  # in place: one copy of the batch fewer in memory
             _to_staging(row, self._tables)
             row.update(run_id=self._result.run_id, processed_at=now)
-        if not STORAGE_API:
-            return self._land(batch.loaded, batch.failed) if batch.loaded else 0
+        if not STORAGE_API:  # today's algorithm (make bench): the row form only
+            if batch.checked:
+                raise JobError("the batch form needs the Storage Read API path (pipeline.STORAGE_API)")
+            inserted = self._land(batch.loaded, batch.failed) if batch.loaded else 0
+            self._in_hand = 0
+            return inserted
         self._gather(batch.loaded, batch.failed)
         for table in batch.checked:
             self._gathered.add(self._with_lineage(table, now))
+        self._in_hand = 0  # the batch's rows are gathered: they land with the next load, or count as abandoned
         return self._flush(batch.failed, final=batch.final)
 
     def _with_lineage(self, table: pa.Table, now: datetime.datetime) -> pa.Table:
-        """Rows the batch form transformed and the column checks passed, with the lineage columns: ready to stage."""
+        """Rows the batch form transformed and the column checks passed, with the lineage columns, in the staging
+        table's column order (a column added to the destination later comes after the lineage columns)."""
         rows = table.num_rows
-        table = table.append_column("run_id", pa.repeat(self._result.run_id, rows))
-        return table.append_column("processed_at", pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), rows))
+        lineage = {"run_id": pa.repeat(self._result.run_id, rows),
+                   "processed_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), rows)}
+        return pa.Table.from_arrays([lineage[name] if name in lineage else table[name] for name in
+                                     self._arrow_schema.names], schema=self._arrow_schema)
 
     def _convert(self, rows: list[Row], failed: list[Failure]) -> Any:
         """The rows as Arrow; a row whose values do not convert is found by halving, without a load job."""
@@ -683,9 +709,10 @@ class _Loader:
             return pa.concat_tables([half for half in halves if half is not None])
 
     def _flush(self, failed: list[Failure], *, final: bool) -> int:
-        """Load the gathered rows (one Parquet load and one MERGE) once they reach LOAD_BYTES, or at the end."""
+        """Load the gathered rows (one Parquet load and one MERGE) once they reach LOAD_BYTES or have waited
+        LOAD_SECONDS, or at the end."""
         gathered = self._gathered
-        if not gathered.rows or (not final and gathered.size < LOAD_BYTES):
+        if not gathered.rows or (not final and gathered.size < LOAD_BYTES and gathered.age < LOAD_SECONDS):
             return 0
         gathered.finish()
         inserted = self._land(gathered, failed)  # raises Abandoned at the stop deadline: the rows count as abandoned
@@ -697,28 +724,29 @@ class _Loader:
         clock = time.monotonic()
         now = datetime.datetime.now(datetime.UTC)
         result.rows_abandoned += batch.abandoned
-        checked = sum(table.num_rows for table in batch.checked)
-        unsettled = len(batch.loaded) + checked + len(batch.failed) + len(batch.skipped)
+        result.rows_checked_by_row += batch.checked_by_row
+        self._in_hand = len(batch.loaded) + sum(table.num_rows for table in batch.checked)
+        skipped, failed = batch.skipped, batch.failed  # not recorded yet
         try:
-            if (unsettled or self._gathered.rows) and self._stop.past(stopping.DEADLINE_SECONDS):
+            if (self._in_hand or skipped or failed or self._gathered.rows) and self._stop.past(
+                    stopping.DEADLINE_SECONDS):
                 raise Abandoned("the stop deadline has passed")
             result.rows_loaded += self._load_rows(batch, now)
-            unsettled -= len(batch.loaded) + checked
-            if batch.skipped:
-                skipped = [{key: k, "run_id": result.run_id, "skipped_at": now} for k in batch.skipped]
-                self._bq.load_rows(skipped, tables.skipped, tables.skipped_schema, write_disposition="WRITE_APPEND")
-                result.rows_skipped += len(batch.skipped)
-                unsettled -= len(batch.skipped)
-            if batch.failed:
-                errors = [{key: k, "column": column, "error": message, "value": value, "run_id": result.run_id,
-                           "failed_at": now} for k, column, message, value in batch.failed]
-                self._bq.load_rows(errors, tables.errors, tables.errors_schema, write_disposition="WRITE_APPEND")
-                result.rows_failed += len(batch.failed)
+            if skipped:
+                rows = [{key: k, "run_id": result.run_id, "skipped_at": now} for k in skipped]
+                self._bq.load_rows(rows, tables.skipped, tables.skipped_schema, write_disposition="WRITE_APPEND")
+                result.rows_skipped += len(skipped)
+                skipped = []
+            if failed:
+                rows = [{key: k, "column": column, "error": message, "value": value, "run_id": result.run_id,
+                         "failed_at": now} for k, column, message, value in failed]
+                self._bq.load_rows(rows, tables.errors, tables.errors_schema, write_disposition="WRITE_APPEND")
+                result.rows_failed += len(failed)
                 result.rows_duplicate_key += batch.duplicates
-                unsettled = 0
+                failed = []
         except Abandoned:
             # A load or MERGE given up on either committed or not: the next run redoes whatever is missing.
-            unsettled += self._gathered.rows
+            unsettled = self._in_hand + self._gathered.rows + len(skipped) + len(failed)
             self._gathered = arrow_io.Parquet(self._arrow_schema)
             result.rows_abandoned += unsettled
             log.warning("gave up on the batch in flight at the stop deadline; the next run redoes what did not land",
@@ -729,9 +757,9 @@ class _Loader:
         if batch.final:
             return
         result.batches += 1
-        log.info("batch loaded", extra=fields(
-            batch=result.batches, rows_loaded=result.rows_loaded, rows_failed=result.rows_failed,
-            rows_skipped=result.rows_skipped,
+        log.info("batch done", extra=fields(
+            batch=result.batches, rows_loaded=result.rows_loaded, rows_waiting=self._gathered.rows,
+            rows_failed=result.rows_failed, rows_skipped=result.rows_skipped,
             rows_per_second=round(result.rows_loaded / (time.monotonic() - self._started), 1),
         ))
 

@@ -216,7 +216,7 @@ def assert_no_traceback(process: subprocess.CompletedProcess) -> None:
 def kill_after_first_batch(process: subprocess.Popen) -> None:
     """SIGKILL a started job once it has loaded a batch: no cleanup at all, possibly mid-load."""
     for line in process.stderr:
-        if '"batch loaded"' in line:
+        if '"batch done"' in line:
             process.kill()
             break
     process.communicate(timeout=30)

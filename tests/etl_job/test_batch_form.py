@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import decimal
 
+import pytest
+from google.cloud import bigquery
+
 from tests.support import (
     assert_no_traceback,
     business_columns,
@@ -12,6 +15,7 @@ from tests.support import (
     kill_after_first_batch,
     log_lines,
     source_row,
+    source_schema,
 )
 
 BATCH = "etl_job.transform:transform_batch"
@@ -27,7 +31,7 @@ def test_the_batch_form_loads_the_same_rows_as_the_row_form_and_a_rerun_adds_not
     rows = job.rows()
     assert business_columns(rows) == expected_rows(3000)
     assert len({r["run_id"] for r in rows}) == 1 and all(r["processed_at"] for r in rows)
-    assert [line["batch"] for line in log_lines(done.stderr) if line["message"] == "batch loaded"][-1] == 31
+    assert [line["batch"] for line in log_lines(done.stderr) if line["message"] == "batch done"][-1] == 31
     again = job.run(ETL_TRANSFORM=BATCH)
     assert again.returncode == 0, again.stderr
     assert job.rows() == rows
@@ -49,18 +53,87 @@ def test_rows_a_batch_raises_for_are_found_by_halving_and_the_rest_of_the_batch_
     assert business_columns(job.rows()) == expected_rows(100)
 
 
-def test_a_value_that_does_not_fit_its_column_rejects_its_row_only_with_the_column_and_reason(job):
+@pytest.mark.parametrize(("transform", "column", "value", "reason"), [
+    # Arrow refuses it (beyond decimal128(38, 9)): the part goes to the row checks.
+    ("huge_score_for_multiples_of_97_batch", "score", "1e+30", "out of NUMERIC's range, got float (NUMERIC)"),
+    # Arrow would round it silently (a float cast to a decimal): the row checks refuse it, as on the row form.
+    ("precise_score_batch", "score", "{i}.1234567891", "more than 9 decimal places (NUMERIC); round it, got float "
+                                                       "(NUMERIC)"),
+])
+def test_a_value_that_does_not_fit_its_column_rejects_its_row_only_with_the_column_and_reason(
+        job, transform, column, value, reason):
     job.seed(200)
 
-    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:huge_score_for_multiples_of_97_batch", ETL_BATCH_SIZE="50")
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:{transform}", ETL_BATCH_SIZE="50")
 
     assert done.returncode == 3, done.stderr
     assert business_columns(job.rows()) == [r for r in expected_rows(200) if r["id"] % 97]
+    errors = sorted(job.rows(job.errors), key=lambda e: e["id"])
+    assert [(e["id"], e["column"], e["value"]) for e in errors] == [
+        (i, column, value.format(i=i)) for i in (97, 194)]
+    assert all(e["error"] == f"value does not fit column {column}: {reason}" for e in errors)
+    end = log_lines(done.stderr)[-1]
+    assert end["rows_checked_by_row"] == 200  # a float for a NUMERIC is never cast by Arrow: the row checks decide
+
+
+def test_a_value_that_cannot_become_a_python_value_rejects_its_part_of_the_batch_with_the_reason(job):
+    job.seed(200)
+
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:nanosecond_times_batch", ETL_BATCH_SIZE="50")
+
+    assert done.returncode == 3, done.stderr
+    assert_no_traceback(done)
     errors = job.rows(job.errors)
-    assert [(e["id"], e["column"], e["value"]) for e in sorted(errors, key=lambda e: e["id"])] == [
-        (97, "score", "1e+30"), (194, "score", "1e+30")]
-    assert all(e["error"] == "value does not fit column score: out of NUMERIC's range, got float (NUMERIC)"
+    assert {97, 194} <= {e["id"] for e in errors} and len(errors) <= 100  # at most the two batches holding them
+    assert all(e["error"].startswith("the batch transform's values do not convert to Python values: ")
                for e in errors)
+    assert job.count() + len(errors) == 200  # the batches whose nanoseconds are whole microseconds load
+
+
+def test_json_text_bigquery_would_refuse_is_a_row_error_not_a_failed_merge(job, tmp_path):
+    job.seed(20)
+    (tmp_path / "json_batch.py").write_text(
+        "import pyarrow as pa\nfrom etl_job import batch_transform\n"
+        "OUTPUT_COLUMNS = {'doc': 'JSON'}\n"
+        "@batch_transform\ndef transform(rows):\n"
+        "    docs = ['{\"a\": NaN}' if i % 5 == 0 else '{\"a\": 1}' for i in rows['id'].to_pylist()]\n"
+        "    return pa.table({'doc': pa.array(docs, pa.string())})\n")
+
+    done = job.run(PYTHONPATH=str(tmp_path), ETL_TRANSFORM="json_batch:transform")
+
+    assert done.returncode == 3, done.stderr
+    assert [r["id"] for r in job.rows()] == [i for i in range(1, 21) if i % 5]
+    errors = job.rows(job.errors)
+    assert sorted(e["id"] for e in errors) == [5, 10, 15, 20]
+    assert all(e["column"] == "doc" and "NaN" in e["value"] for e in errors)
+
+
+def test_a_destination_with_a_column_after_the_lineage_columns_loads(job):
+    # The job's own fix for a missing column (ALTER TABLE ... ADD COLUMN) puts it after run_id and processed_at.
+    job.seed(10)
+    schema = [*source_schema(), bigquery.SchemaField("run_id", "STRING"),
+              bigquery.SchemaField("processed_at", "TIMESTAMP"), bigquery.SchemaField("note", "STRING")]
+    job.client.create_table(bigquery.Table(job.destination, schema=schema))
+
+    done = job.run(ETL_TRANSFORM=BATCH)
+
+    assert done.returncode == 0, done.stderr
+    assert business_columns(job.rows()) == expected_rows(10)
+    assert all(r["run_id"] and r["note"] is None for r in job.rows())
+
+
+def test_rows_land_as_the_run_goes_once_they_have_waited_load_seconds(job):
+    job.seed(100)
+
+    done = job.run(ETL_TRANSFORM=BATCH, ETL_BATCH_SIZE="20", settings={"etl_job.pipeline.LOAD_SECONDS": 0})
+
+    assert done.returncode == 0, done.stderr
+    progress = [(line["rows_loaded"], line["rows_waiting"]) for line in log_lines(done.stderr)
+                if line["message"] == "batch done"]
+    assert progress == [(20, 0), (40, 0), (60, 0), (80, 0), (100, 0)]
+    default = [line["rows_waiting"] for line in log_lines(job.run(ETL_TRANSFORM=BATCH).stderr)
+               if line["message"] == "batch done"]
+    assert default == []  # nothing left to read: no batch
 
 
 def test_a_changed_key_and_a_result_of_the_wrong_shape_are_row_errors(job):

@@ -70,7 +70,7 @@ def test_table_many_times_larger_than_the_batch_is_loaded_exactly_once(job):
 
     assert done.returncode == 0, done.stderr
     assert business_columns(job.rows()) == expected_rows(3000)
-    loaded = [line for line in log_lines(done.stderr) if line["message"] == "batch loaded"]
+    loaded = [line for line in log_lines(done.stderr) if line["message"] == "batch done"]
     assert len(loaded) == 31  # ceil(3000 / 97)
     assert "rows_per_second" in loaded[-1]
 
@@ -113,7 +113,7 @@ def test_sigterm_stops_cleanly_and_the_next_run_completes_exactly(job):
     stderr = []
     for line in process.stderr:
         stderr.append(line)
-        if sum('"batch loaded"' in seen for seen in stderr) == 2:
+        if sum('"batch done"' in seen for seen in stderr) == 2:
             process.send_signal(signal.SIGTERM)
             break
     _, rest = process.communicate(timeout=60)

@@ -88,6 +88,7 @@ def test_every_type_arrives_value_for_value_through_the_batch_form(job, transfor
 
     assert done.returncode == 0, (done.stderr, job.rows(job.errors) if done.returncode == 3 else None)
     typed.assert_same(typed.read(job.client, job.destination))
+    assert log_lines(done.stderr)[-1]["rows_checked_by_row"] == 0  # every type passed the column checks
 
 
 def test_every_type_arrives_value_for_value_on_the_rest_path_and_the_wire_holds_only_json(job, holding_proxy):

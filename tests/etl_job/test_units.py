@@ -50,11 +50,11 @@ def test_a_stop_settles_in_order_and_well_before_ecs_sigkills_the_task():
 
 
 def test_log_formats():
-    record = logging.LogRecord("etl_job", logging.INFO, __file__, 1, "batch loaded", None, None)
+    record = logging.LogRecord("etl_job", logging.INFO, __file__, 1, "batch done", None, None)
     record.fields = {"rows": 5}
     assert json.loads(logs.JsonFormatter().format(record))["rows"] == 5
-    assert json.loads(logs.JsonFormatter().format(record))["message"] == "batch loaded"
-    assert logs.TextFormatter().format(record).endswith("INFO    batch loaded  rows=5")
+    assert json.loads(logs.JsonFormatter().format(record))["message"] == "batch done"
+    assert logs.TextFormatter().format(record).endswith("INFO    batch done  rows=5")
 
 
 def test_values_are_converted_back_to_json():

@@ -135,3 +135,19 @@ def returns_none_batch(rows: pa.Table):
 def every_column_batch(rows: pa.Table) -> pa.Table:
     """Returns every column as it came: each is then checked by column as a changed one."""
     return rows
+
+
+@batch_transform
+def precise_score_batch(rows: pa.Table) -> pa.Table:
+    """The default batch transform, and a float score (NUMERIC) for every row, with 10 decimal places for ids
+    divisible by 97."""
+    scores = [i + 0.1234567891 if i % 97 == 0 else i + 0.25 for i in rows["id"].to_pylist()]
+    return transform_batch(rows).append_column("score", pa.array(scores, pa.float64()))
+
+
+@batch_transform
+def nanosecond_times_batch(rows: pa.Table) -> pa.Table:
+    """created_at in nanoseconds (as pandas gives them), with a nanosecond digit for ids divisible by 97."""
+    nanos = pc.cast(rows["created_at"], pa.timestamp("ns", tz="UTC")).cast(pa.int64())
+    extra = pa.array([1 if i % 97 == 0 else 0 for i in rows["id"].to_pylist()], pa.int64())
+    return pa.table({"created_at": pc.add(nanos, extra).cast(pa.timestamp("ns", tz="UTC"))})
