@@ -4,6 +4,7 @@ row form, and the same guarantees (reruns, kills, failing rows, values that do n
 from __future__ import annotations
 
 import decimal
+import signal
 
 import pytest
 from google.cloud import bigquery
@@ -196,3 +197,35 @@ def test_null_and_duplicate_keys_are_counted_and_recorded_as_on_the_row_form(job
     end = log_lines(done.stderr)[-1]
     assert (end["rows_loaded"], end["rows_duplicate_key"], end["rows_null_key"]) == (30, 2, 2)
     assert decimal.Decimal("5.25") == next(r for r in job.rows() if r["id"] == 5)["score"]
+
+
+def test_sigterm_stops_the_batch_form_cleanly_and_the_next_run_completes_exactly(job):
+    job.seed(600)
+    process = job.start(ETL_TRANSFORM=f"{TRANSFORMS}:slow_batch", ETL_BATCH_SIZE="20")
+    stderr = []
+    for line in process.stderr:
+        stderr.append(line)
+        if sum('"batch done"' in seen for seen in stderr) == 2:
+            process.send_signal(signal.SIGTERM)
+            break
+    _, rest = process.communicate(timeout=60)
+    stderr.append(rest)
+
+    assert process.returncode == 143, "".join(stderr)
+    end = log_lines("".join(stderr))[-1]
+    assert end["exit_code"] == 143 and 40 <= end["rows_loaded"] == job.count() < 600  # the gathered rows landed
+    assert [t.table_id for t in job.client.list_tables(job.dataset) if "staging" in t.table_id] == []
+    done = job.run(ETL_TRANSFORM=BATCH)
+    assert done.returncode == 0, done.stderr
+    assert business_columns(job.rows()) == expected_rows(600)
+
+
+@pytest.mark.parametrize(("key_mode", "counted"), [("REQUIRED", False), ("NULLABLE", True)])
+def test_a_required_key_column_is_not_counted_for_null_keys(job, holding_proxy, key_mode, counted):
+    job.create_source([source_row(i) for i in range(1, 11)], key_mode=key_mode)
+    proxy = holding_proxy(b"\x00never held")
+
+    done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM=BATCH)
+
+    assert done.returncode == 0, done.stderr
+    assert any(b"IS NULL" in body and b"COUNT(*)" in body for body in proxy.bodies) is counted
