@@ -214,10 +214,22 @@ def assert_no_traceback(process: subprocess.CompletedProcess) -> None:
 
 
 def kill_after_first_batch(process: subprocess.Popen) -> None:
-    """SIGKILL a started job once it has loaded a batch: no cleanup at all, possibly mid-load."""
+    """SIGKILL a started job once it has done a batch: no cleanup at all, possibly mid-load."""
     for line in process.stderr:
         if '"batch done"' in line:
             process.kill()
             break
     process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL
+
+
+def sigterm_after_batches(process: subprocess.Popen, batches: int) -> str:
+    """SIGTERM a started job once it has logged ``batches`` "batch done" lines; return all it wrote to stderr."""
+    stderr = []
+    for line in process.stderr:
+        stderr.append(line)
+        if sum('"batch done"' in seen for seen in stderr) == batches:
+            process.send_signal(signal.SIGTERM)
+            break
+    _, rest = process.communicate(timeout=60)
+    return "".join(stderr) + rest

@@ -4,7 +4,6 @@ row form, and the same guarantees (reruns, kills, failing rows, values that do n
 from __future__ import annotations
 
 import decimal
-import signal
 
 import pytest
 from google.cloud import bigquery
@@ -15,6 +14,7 @@ from tests.support import (
     expected_rows,
     kill_after_first_batch,
     log_lines,
+    sigterm_after_batches,
     source_row,
     source_schema,
 )
@@ -202,17 +202,10 @@ def test_null_and_duplicate_keys_are_counted_and_recorded_as_on_the_row_form(job
 def test_sigterm_stops_the_batch_form_cleanly_and_the_next_run_completes_exactly(job):
     job.seed(600)
     process = job.start(ETL_TRANSFORM=f"{TRANSFORMS}:slow_batch", ETL_BATCH_SIZE="20")
-    stderr = []
-    for line in process.stderr:
-        stderr.append(line)
-        if sum('"batch done"' in seen for seen in stderr) == 2:
-            process.send_signal(signal.SIGTERM)
-            break
-    _, rest = process.communicate(timeout=60)
-    stderr.append(rest)
+    stderr = sigterm_after_batches(process, 2)
 
-    assert process.returncode == 143, "".join(stderr)
-    end = log_lines("".join(stderr))[-1]
+    assert process.returncode == 143, stderr
+    end = log_lines(stderr)[-1]
     assert end["exit_code"] == 143 and 40 <= end["rows_loaded"] == job.count() < 600  # the gathered rows landed
     assert [t.table_id for t in job.client.list_tables(job.dataset) if "staging" in t.table_id] == []
     done = job.run(ETL_TRANSFORM=BATCH)

@@ -16,6 +16,7 @@ from tests.support import (
     expected_rows,
     kill_after_first_batch,
     log_lines,
+    sigterm_after_batches,
     source_row,
 )
 
@@ -110,17 +111,10 @@ def test_a_transform_that_changes_the_key_is_a_row_error(job):
 def test_sigterm_stops_cleanly_and_the_next_run_completes_exactly(job):
     job.seed(600)
     process = job.start(ETL_TRANSFORM=SLOW, ETL_BATCH_SIZE="50", ETL_CONCURRENCY="4")
-    stderr = []
-    for line in process.stderr:
-        stderr.append(line)
-        if sum('"batch done"' in seen for seen in stderr) == 2:
-            process.send_signal(signal.SIGTERM)
-            break
-    _, rest = process.communicate(timeout=60)
-    stderr.append(rest)
+    stderr = sigterm_after_batches(process, 2)
 
-    assert process.returncode == 143, "".join(stderr)
-    end = log_lines("".join(stderr))[-1]
+    assert process.returncode == 143, stderr
+    end = log_lines(stderr)[-1]
     assert "SIGTERM" in end["message"] and end["exit_code"] == 143
     partial = job.rows()
     assert 100 <= len(partial) < 600
