@@ -17,7 +17,7 @@ How a run stays correct however it ends:
 * Transformed batches are gathered as one Parquet file in memory; at LOAD_BYTES of it, after
   LOAD_SECONDS, or at the end, it is written with a load job into a per-run staging table
   (WRITE_TRUNCATE), then MERGEd into the destination on the key, inserting only keys not already
-  there. A MERGE is atomic, so whole batches land together or not at all, and within a run no key
+  there, on a thread of its own while the next rows are gathered (one load at a time). A MERGE is atomic, so whole batches land together or not at all, and within a run no key
   is written twice.
   Two runs at the same time could both insert a key: BigQuery may commit two concurrent MERGEs
   that only insert. The guard is ``overlap`` (a scheduled run skips while an older one is still
@@ -93,8 +93,9 @@ COPIES = "_etl_key_copies"  # extract column: how many source rows share the row
 STORAGE_API = True
 # Transformed batches are gathered, compressed, into one Parquet load and one MERGE of up to this many bytes:
 # a load job and a MERGE cost about a tenth of a second each on the local BigQuery, seconds on BigQuery,
-# whatever their size (and BigQuery allows 1,500 load jobs per table a day). Memory: two batches of rows,
-# plus at most this, plus a Parquet row group of Arrow (arrow_io.Parquet.ROW_GROUP_BYTES).
+# whatever their size (and BigQuery allows 1,500 load jobs per table a day). They run on a thread of their
+# own while the next rows are read, transformed and gathered. Memory: two batches of rows, plus at most twice
+# this (one load in flight, the next gathering), plus a Parquet row group of Arrow (Parquet.ROW_GROUP_BYTES).
 LOAD_BYTES = 32 * 1024 * 1024
 # ... or once the oldest gathered row has waited this long, so that a slow run (an API call per row) lands its rows
 # as it goes and a kill loses at most this much work; with 60 s, one staging table takes at most 1,440 load jobs a day.
@@ -638,6 +639,12 @@ class _Loader:
         self._arrow_schema = arrow_io.arrow_schema(tables.staging_schema)
         self._gathered = arrow_io.Parquet(self._arrow_schema)  # transformed rows not loaded yet (whole batches)
         self._in_hand = 0  # rows of the batch being loaded, neither gathered nor landed yet
+        # The gathered rows being loaded and MERGEd on the lander thread while more are gathered (one at a time:
+        # the staging table is one), how many rows it carries, and those a load job refused (see _land).
+        self._lander = ThreadPoolExecutor(1, thread_name_prefix="lander")
+        self._landing: futures.Future[int] | None = None
+        self._landing_rows = 0
+        self._landing_failed: list[Failure] = []
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
         self._thread.start()
@@ -654,6 +661,7 @@ class _Loader:
         self._queue.put(_Batch(final=True))
         self._queue.put(None)
         self._thread.join()
+        self._lander.shutdown(wait=False)
 
     def _run(self) -> None:
         while (batch := self._queue.get()) is not None:
@@ -709,14 +717,27 @@ class _Loader:
             return pa.concat_tables([half for half in halves if half is not None])
 
     def _flush(self, failed: list[Failure], *, final: bool) -> int:
-        """Load the gathered rows (one Parquet load and one MERGE) once they reach LOAD_BYTES or have waited
-        LOAD_SECONDS, or at the end."""
-        gathered = self._gathered
-        if not gathered.rows or (not final and gathered.size < LOAD_BYTES and gathered.age < LOAD_SECONDS):
+        """Start loading the gathered rows (one Parquet load and one MERGE, on the lander thread) once they reach
+        LOAD_BYTES or have waited LOAD_SECONDS, so that the next rows are read meanwhile; at the end, load the rest
+        and wait. Return how many rows the loads that ended inserted; rows they refused join ``failed``."""
+        gathered, inserted = self._gathered, 0
+        if gathered.rows and (final or gathered.size >= LOAD_BYTES or gathered.age >= LOAD_SECONDS):
+            inserted += self._landed(failed)
+            gathered.finish()
+            self._landing_failed = []
+            self._landing = self._lander.submit(self._land, gathered, self._landing_failed)
+            self._landing_rows, self._gathered = gathered.rows, arrow_io.Parquet(self._arrow_schema)
+        if final:
+            inserted += self._landed(failed)
+        return inserted
+
+    def _landed(self, failed: list[Failure]) -> int:
+        """Wait for the load in flight (raises Abandoned at the stop deadline: its rows count as abandoned)."""
+        if self._landing is None:
             return 0
-        gathered.finish()
-        inserted = self._land(gathered, failed)  # raises Abandoned at the stop deadline: the rows count as abandoned
-        self._gathered = arrow_io.Parquet(self._arrow_schema)
+        inserted = self._landing.result()
+        failed += self._landing_failed
+        self._landing, self._landing_rows = None, 0
         return inserted
 
     def _load(self, batch: _Batch) -> None:
@@ -746,8 +767,9 @@ class _Loader:
                 failed = []
         except Abandoned:
             # A load or MERGE given up on either committed or not: the next run redoes whatever is missing.
-            unsettled = self._in_hand + self._gathered.rows + len(skipped) + len(failed)
+            unsettled = self._in_hand + self._gathered.rows + self._landing_rows + len(skipped) + len(failed)
             self._gathered = arrow_io.Parquet(self._arrow_schema)
+            self._landing, self._landing_rows = None, 0
             result.rows_abandoned += unsettled
             log.warning("gave up on the batch in flight at the stop deadline; the next run redoes what did not land",
                         extra=fields(rows_abandoned=unsettled, deadline_seconds=stopping.DEADLINE_SECONDS))
@@ -758,7 +780,7 @@ class _Loader:
             return
         result.batches += 1
         log.info("batch done", extra=fields(
-            batch=result.batches, rows_loaded=result.rows_loaded, rows_waiting=self._gathered.rows,
+            batch=result.batches, rows_loaded=result.rows_loaded, rows_waiting=self._gathered.rows + self._landing_rows,
             rows_failed=result.rows_failed, rows_skipped=result.rows_skipped,
             rows_per_second=round(result.rows_loaded / (time.monotonic() - self._started), 1),
         ))
