@@ -650,7 +650,7 @@ class _Loader:
         self._thread.start()
 
     def submit(self, batch: _Batch) -> None:
-        """Hand over a batch once the previous one is loaded; raise if loading has failed."""
+        """Hand over a batch once the previous one is handled (gathered, or loaded); raise if loading has failed."""
         self._queue.join()
         if self.error is not None:
             raise self.error
