@@ -286,7 +286,8 @@ def _decimal(value: Any) -> Any:
     return decimal.Decimal(repr(value) if isinstance(value, float) else str(value).strip())
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """A JSON column's value as its JSON text (``JSON_NULL`` as ``null``), as the staging table holds it."""
     return "null" if value is JSON_NULL else json.dumps(value, allow_nan=False)
 
 
@@ -294,5 +295,5 @@ _SCALAR_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "INT64": _when_text(int), "FLOAT64": _when_text(float), "NUMERIC": _decimal, "BIGNUMERIC": _decimal,
     "DATE": _when_text(datetime.date.fromisoformat), "DATETIME": _when_text(_moment),
     "TIME": _when_text(datetime.time.fromisoformat), "TIMESTAMP": _when_text(_moment),
-    "JSON": _json_text,
+    "JSON": json_text,
 }

@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_job import SKIP_COLUMN
+from etl_job import JSON_NULL, SKIP_COLUMN
 from etl_job.errors import MAX_ERROR_CHARS
 
 BatchTransform = Callable[[pa.Table], object]
@@ -184,6 +184,11 @@ def _exact_cast(source: pa.DataType, target: pa.DataType) -> bool:
         (t.is_timestamp, lambda x: t.is_timestamp(x) and (x.tz is not None or source.tz is None)),
     )
     return any(is_source(source) and fits_target(target) for is_source, fits_target in kinds)
+
+
+def json_value(text: str) -> Any:
+    """A JSON column's text as the row form sees it: the parsed value, ``JSON_NULL`` for a JSON null."""
+    return JSON_NULL if text == "null" else parse_json(text)
 
 
 def parse_json(text: str) -> Any:

@@ -56,7 +56,6 @@ not reprocessed; delete its key from the destination to have the next run redo i
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import queue
 import threading
@@ -73,7 +72,7 @@ import pyarrow.compute as pc
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from etl_job import JSON_NULL, SKIP, arrow_io, arrow_transform, is_batch_transform, schema, stopping
+from etl_job import SKIP, arrow_io, arrow_transform, is_batch_transform, schema, stopping
 from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import MAX_ERROR_CHARS, JobError
@@ -453,7 +452,7 @@ def _parse_json_columns(rows: list[Row], columns: tuple[str, ...]) -> None:
         for column in columns:
             text = row.get(column)
             if text is not None:
-                row[column] = JSON_NULL if text == "null" else json.loads(text)
+                row[column] = arrow_transform.json_value(text)
 
 
 @dataclass
@@ -558,7 +557,7 @@ def _check_row(row: Row, key_value: object, tables: _Tables) -> object:
     for column in tables.staged_json:
         text = row.get(column)
         try:
-            row[column] = text if text is None else JSON_NULL if text == "null" else arrow_transform.parse_json(text)
+            row[column] = text if text is None else arrow_transform.json_value(text)
         except (TypeError, ValueError):
             return _Rejected(column, f"value does not fit column {column}: expected JSON text BigQuery takes (no "
                                      "NaN, Infinity or number beyond a double)", schema.excerpt(text))
@@ -834,4 +833,4 @@ def _to_staging(row: Row, tables: _Tables) -> None:
     for column in tables.staged_json:
         value = row.get(column)
         if value is not None:
-            row[column] = "null" if value is JSON_NULL else json.dumps(value, allow_nan=False)
+            row[column] = arrow_io.json_text(value)
