@@ -17,7 +17,7 @@ def main() -> None:
     try:
         config = stage_config.load(app.node.get_all_context())
     except stage_config.ConfigError as error:
-        print(*(f"error: {line}" for line in str(error).splitlines()), sep="\n", file=sys.stderr)
+        print(*error.lines(), sep="\n", file=sys.stderr)
         sys.exit(2)
     build(app, config)
     app.synth()

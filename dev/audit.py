@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dev.audit_configurations import CONFIGURATIONS
-from dev.key_readers import credential_lives, key_readers
+from dev.key_readers import as_list, credential_lives, key_readers
 from dev.permissions import who_can_do_what
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,10 +101,6 @@ def shown(path: Path) -> str:
     """A path as the report shows it: relative to the repository when it is inside."""
     path = (ROOT / path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 def option(flag: str, values: list[Any]) -> list[Any]:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from dev.local_bigquery import PROJECT, LocalBigQuery
+from etl_job.config import BATCH_TRANSFORM
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = 1_000_000  # where the targets are set
@@ -52,7 +53,7 @@ SHARD_CONCURRENCY = 4  # per shard process: what one task may run at once
 TARGET_SHARD_SPEEDUP = 1.5  # 4 shards against 1: 2 cores and one local BigQuery process limit it (README)
 REPEATS = 3  # runs of each variant but today's algorithm: the best wall time and the highest peak memory of 3
 VARIANTS = ("python", "python_rows", "rest", "floor", "sql", "bare_merge")  # each once at ROWS (today's takes a minute)
-BATCH_FORM = {"ETL_TRANSFORM": "etl_job.transform:transform_batch"}
+BATCH_FORM = {"ETL_TRANSFORM": BATCH_TRANSFORM}
 TRANSFORM_SQL = (ROOT / "etl_job" / "transform.sql").read_text()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dev.local_bigquery import PROJECT, LocalBigQuery
+from etl_job.config import BATCH_TRANSFORM
 
 if TYPE_CHECKING:  # imported where used: the google client is slow to import
     from google.cloud import bigquery
@@ -85,8 +86,7 @@ def _same_rule(client: bigquery.Client, env: dict[str, str], destination: str, s
 
 def _other_forms(client: bigquery.Client, env: dict[str, str]) -> int:
     """The rule in the transform's batch form, then on the SQL path (etl_job/transform.sql)."""
-    batch = "etl_job.transform:transform_batch"
-    return _same_rule(client, env, BATCH_DESTINATION, {"ETL_TRANSFORM": batch}, f"ETL_TRANSFORM={batch}",
+    return _same_rule(client, env, BATCH_DESTINATION, {"ETL_TRANSFORM": BATCH_TRANSFORM}, f"ETL_TRANSFORM={BATCH_TRANSFORM}",
                       "in the batch form: one Arrow call per batch") or _same_rule(
         client, env, SQL_DESTINATION, {"ETL_TRANSFORM_SQL": (ROOT / "etl_job" / "transform.sql").read_text()},
         'ETL_TRANSFORM_SQL="$(cat etl_job/transform.sql)"', "in SQL: one MERGE inside BigQuery")

@@ -30,10 +30,11 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from etl_job.contract import LOCAL_GRPC_PORT_OFFSET
+
 _READY_PREFIX = "LOCAL_BIGQUERY_URL="
 _START_TIMEOUT_SECONDS = 60
 PROJECT = "local-project"
-GRPC_PORT_OFFSET = 10  # the gRPC port is the REST port + 10, as bqemulator's defaults (9050, 9060)
 
 
 def patch_for_offline() -> None:
@@ -54,13 +55,13 @@ def patch_for_offline() -> None:
 
 
 def free_port_pair() -> int:
-    """A free loopback port whose + GRPC_PORT_OFFSET is free too (for REST and gRPC)."""
+    """A free loopback port whose + LOCAL_GRPC_PORT_OFFSET is free too (for REST and gRPC)."""
     for _ in range(50):
         with socket.socket() as rest, socket.socket() as grpc:
             rest.bind(("127.0.0.1", 0))
             port = rest.getsockname()[1]
             try:
-                grpc.bind(("127.0.0.1", port + GRPC_PORT_OFFSET))
+                grpc.bind(("127.0.0.1", port + LOCAL_GRPC_PORT_OFFSET))
             except OSError:
                 continue
             return port
@@ -73,7 +74,7 @@ def _settings(port: int, staging_dir: str):
     port = port or free_port_pair()
     return Settings(
         rest_port=port,
-        grpc_port=port + GRPC_PORT_OFFSET,  # the Storage Read API
+        grpc_port=port + LOCAL_GRPC_PORT_OFFSET,  # the Storage Read API
         default_project_id=PROJECT,
         enable_format_extensions=False,  # would download DuckDB's avro extension
         upload_staging_dir=Path(staging_dir),  # private, removed on stop
@@ -97,7 +98,7 @@ class LocalBigQuery:
     def grpc(self) -> str:
         """The Storage Read API's ``host:port`` (gRPC, no TLS)."""
         parts = urlsplit(self.url)
-        return f"{parts.hostname}:{(parts.port or 0) + GRPC_PORT_OFFSET}"
+        return f"{parts.hostname}:{(parts.port or 0) + LOCAL_GRPC_PORT_OFFSET}"
 
     def start(self) -> LocalBigQuery:
         """Start the emulator and wait until it answers; returns self."""
@@ -151,14 +152,6 @@ class LocalBigQuery:
             credentials=AnonymousCredentials(),
             client_options=ClientOptions(api_endpoint=self.url),
         )
-
-    def read_client(self):
-        """A BigQuery Storage Read API client for this emulator (plain gRPC, no credentials)."""
-        import grpc
-        from google.cloud.bigquery_storage_v1 import BigQueryReadClient
-        from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
-
-        return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=grpc.insecure_channel(self.grpc)))
 
     def __enter__(self) -> LocalBigQuery:
         return self.start()
@@ -237,7 +230,7 @@ def _serve(port: int, staging_dir: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run a local BigQuery (bqemulator).")
     parser.add_argument("--port", type=int, default=0,
-                        help=f"REST port (default: a free one); gRPC listens on it + {GRPC_PORT_OFFSET}")
+                        help=f"REST port (default: a free one); gRPC listens on it + {LOCAL_GRPC_PORT_OFFSET}")
     parser.add_argument("--staging-dir", help="private directory for upload bodies")
     args = parser.parse_args()
     _serve(args.port, args.staging_dir)

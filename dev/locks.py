@@ -109,10 +109,9 @@ def pins(path: Path) -> dict[str, list[Pin]]:
     return found
 
 
-def lock_problems(lock: Lock, root: Path = ROOT) -> list[str]:
-    """Why ``lock`` no longer matches its input, one line each (nothing when it is current)."""
+def lock_problems(lock: Lock, locked: dict[str, list[Pin]], root: Path = ROOT) -> list[str]:
+    """Why ``lock`` (its pins: ``locked``) no longer matches its input, one line each (nothing when it is current)."""
     wanted = [(str(source.relative_to(root)), requirement) for source, requirement in input_requirements(root / lock.input)]
-    locked = pins(root / lock.output)
     problems = [f"{lock.output}: {name} has no hashes" for name, found in locked.items() if not all(p.hashed for p in found)]
     for source, requirement in wanted:
         found = locked.get(canonicalize_name(requirement.name), [])
@@ -128,12 +127,12 @@ def lock_problems(lock: Lock, root: Path = ROOT) -> list[str]:
     return problems
 
 
-def shared_problems(root: Path = ROOT) -> list[str]:
-    """Packages that locks installed into one environment pin at different versions."""
+def shared_problems(locked: dict[str, dict[str, list[Pin]]]) -> list[str]:
+    """Packages that locks installed into one environment pin at different versions (``locked``: pins by lock file)."""
     problems = []
     seen: dict[str, tuple[str, set[str]]] = {}
     for lock in SHARED_ENVIRONMENT:
-        for name, found in sorted(pins(root / lock.output).items()):
+        for name, found in sorted(locked[lock.output].items()):
             versions = {p.version for p in found}
             other, other_versions = seen.setdefault(name, (lock.output, versions))
             if other_versions != versions:
@@ -146,7 +145,8 @@ def problems(root: Path = ROOT) -> list[str]:
     missing = [f"{path} is missing" for lock in LOCKS for path in (lock.input, lock.output) if not (root / path).is_file()]
     if missing:
         return missing
-    return [line for lock in LOCKS for line in lock_problems(lock, root)] + shared_problems(root)
+    locked = {lock.output: pins(root / lock.output) for lock in LOCKS}  # each lock file parsed once
+    return [line for lock in LOCKS for line in lock_problems(lock, locked[lock.output], root)] + shared_problems(locked)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_job import JSON_NULL, SKIP_COLUMN
+from etl_job import JSON_NULL, SKIP_COLUMN, arrow_io
 from etl_job.errors import MAX_ERROR_CHARS
 
 BatchTransform = Callable[[pa.Table], object]
@@ -136,11 +136,7 @@ def _checked(merged: pa.Table, target: Target, *, changed: Iterable[str]) -> pa.
             columns.append(pa.nulls(merged.num_rows, spot.type))
             continue
         column = merged[spot.name]
-        if spot.name in changed:
-            column = _fits(column, spot, target)
-            if column is None:
-                return None
-        elif column.type != spot.type:  # a source column the destination retypes (OUTPUT_COLUMNS)
+        if spot.name in changed or column.type != spot.type:  # returned, or a source column OUTPUT_COLUMNS retypes
             column = _fits(column, spot, target)
             if column is None:
                 return None
@@ -155,7 +151,7 @@ def _fits(column: pa.ChunkedArray, spot: pa.Field, target: Target) -> pa.Chunked
             return None
         try:
             column = column.cast(spot.type, safe=True)
-        except (pa.ArrowException, ArithmeticError, TypeError, ValueError):
+        except arrow_io.CONVERSION_ERRORS:
             return None
     if spot.name in target.required and column.null_count:
         return None

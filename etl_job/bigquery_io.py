@@ -41,7 +41,6 @@ READ_STREAMS = 2
 READ_BUFFER = 1  # Storage Read messages received ahead of the reader, over all streams: bounds memory
 _T = TypeVar("_T")
 Job = Any  # a google.cloud.bigquery job (QueryJob or LoadJob)
-_LOCAL_GRPC_PORT_OFFSET = 10  # bqemulator's layout: REST 9050, gRPC 9060
 
 # What a failed BigQuery or Google auth call raises; __main__ reports these without a traceback.
 ERRORS = (
@@ -66,7 +65,7 @@ def storage_endpoint(env: Mapping[str, str]) -> str | None:
     if not emulator:
         return None
     parts = urlsplit(emulator)
-    return f"{parts.hostname}:{(parts.port or 80) + _LOCAL_GRPC_PORT_OFFSET}"
+    return f"{parts.hostname}:{(parts.port or 80) + contract.LOCAL_GRPC_PORT_OFFSET}"
 
 
 def call_limit() -> float:
@@ -219,8 +218,7 @@ class BigQuery:
             job_config=job_config,
             timeout=RETRY_DEADLINE_SECONDS,  # the upload: one request carrying the whole batch
         ), settle=True)
-        self._finish(job, settle=True)
-        self._wait(lambda: job.result(retry=self._retry, timeout=REQUEST_TIMEOUT_SECONDS), settle=True, job=job)
+        self._await_load(job)
 
     def materialize(self, sql: str, parameters: list[bigquery.ScalarQueryParameter], table: TableId, *, expires: datetime.datetime) -> None:
         """Write a query's result into a new table (CREATE TABLE AS SELECT) that BigQuery drops at ``expires``.
@@ -241,7 +239,6 @@ class BigQuery:
         """
         from etl_job import arrow_io
 
-        arrow_io.use_system_allocator()
         client = self._storage_client()
         session = self._wait(lambda: arrow_io.open_session(client, table, columns, READ_STREAMS,
                                                              timeout=REQUEST_TIMEOUT_SECONDS))
@@ -267,6 +264,10 @@ class BigQuery:
         size = len(body.getbuffer())  # known: the client then sends up to 5 MiB in one request
         job = self._wait(lambda: self.client.load_table_from_file(body, str(table), size=size, job_config=job_config,
                                                                   timeout=RETRY_DEADLINE_SECONDS), settle=True)
+        self._await_load(job)
+
+    def _await_load(self, job: Job) -> None:
+        """Wait for a load job to end and raise its error, if any (a write: until the stop deadline)."""
         self._finish(job, settle=True)
         self._wait(lambda: job.result(retry=self._retry, timeout=REQUEST_TIMEOUT_SECONDS), settle=True, job=job)
 

@@ -21,6 +21,7 @@ TRANSFORM = contract.TRANSFORM  # module:function, default etl_job.transform:tra
 
 DEFAULT_BATCH_SIZE = contract.DEFAULT_BATCH_SIZE
 DEFAULT_TRANSFORM = "etl_job.transform:transform"
+BATCH_TRANSFORM = "etl_job.transform:transform_batch"  # the same rule in the batch form (make run, make bench)
 LOG_FORMATS = ("json", "text")
 
 __all__ = ["Config", "TableId", "import_transform", "load_config"]

@@ -47,6 +47,7 @@ BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
 # Local development only: the local BigQuery's Storage Read API (gRPC, host:port, no TLS); unset, the
 # host of BIGQUERY_EMULATOR_HOST on its port + 10 (bqemulator's own layout: 9050 REST, 9060 gRPC).
 BIGQUERY_STORAGE_EMULATOR_HOST = "BIGQUERY_STORAGE_EMULATOR_HOST"
+LOCAL_GRPC_PORT_OFFSET = 10  # the "+ 10" above: the local BigQuery's gRPC port from its REST port
 # Tests and local development only, never set by the stack: send the BigQuery requests made with the
 # real credentials (not anonymous ones, unlike BIGQUERY_EMULATOR_HOST) to this URL instead of Google's.
 BIGQUERY_ENDPOINT = "ETL_BIGQUERY_ENDPOINT"

@@ -199,6 +199,9 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
 
     ``output_columns`` are the columns the transform adds to each row, or source columns it retypes.
     """
+    if is_batch_transform(transform) and not STORAGE_API:
+        raise JobError("the batch form needs the Storage Read API path (pipeline.STORAGE_API)")
+    arrow_io.use_system_allocator()
     started = time.monotonic()
     result = RunResult(run_id=new_run_id())
     try:
@@ -316,6 +319,7 @@ class _Tables:
     skipped: TableId
     schema: list[bigquery.SchemaField]  # the destination's
     staging_schema: list[bigquery.SchemaField]  # the destination's, with top-level JSON and BYTES columns as STRING (see merge_sql)
+    staging_arrow: pa.Schema  # the staging schema in Arrow: what a Parquet load of it holds
     errors_schema: list[bigquery.SchemaField]
     skipped_schema: list[bigquery.SchemaField]
     any_skipped: bool  # whether the skipped table held rows at start
@@ -359,19 +363,20 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     staging_schema = [_staged(f) for f in destination.schema]
     bq.create_table(staging, staging_schema, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
     lineage = {f.name for f in LINEAGE}
+    staged_json, staging_arrow = _staged_as(destination.schema, "JSON"), arrow_io.arrow_schema(staging_schema)
     return _Tables(
         destination=config.destination_table, staging=staging, errors=config.errors_table, skipped=skipped,
         extract=config.destination_table.sibling(f"{config.destination_table.table}_extract_{suffix}"),
         read_columns=tuple(f.name for f in source),
-        schema=destination.schema, staging_schema=staging_schema, errors_schema=errors_schema,
+        schema=destination.schema, staging_schema=staging_schema, staging_arrow=staging_arrow,
+        errors_schema=errors_schema,
         skipped_schema=skipped_schema, any_skipped=skipped_rows is None or skipped_rows > 0,
         checks=schema.row_checks(f for f in destination.schema if f.name not in lineage),
         json_columns=tuple(f.name for f in source if f.mode != "REPEATED" and schema.standard(f.field_type) == "JSON"),
-        staged_json=_staged_as(destination.schema, "JSON"), staged_bytes=_staged_as(destination.schema, "BYTES"),
+        staged_json=staged_json, staged_bytes=_staged_as(destination.schema, "BYTES"),
         target=arrow_transform.Target(
-            schema=arrow_io.arrow_schema(f for f in staging_schema if f.name not in lineage), key=key,
-            required=frozenset(f.name for f in staging_schema if f.mode == "REQUIRED"),
-            json=frozenset(_staged_as(destination.schema, "JSON"))),
+            schema=pa.schema([f for f in staging_arrow if f.name not in lineage]), key=key,
+            required=frozenset(f.name for f in staging_schema if f.mode == "REQUIRED"), json=frozenset(staged_json)),
         key=key, key_nullable=key_field.mode != "REQUIRED",
     )
 
@@ -635,7 +640,7 @@ class _Loader:
     def __init__(self, bq: BigQuery, tables: _Tables, result: RunResult, started: float, stop: stopping.Stop) -> None:
         self._bq, self._tables, self._result, self._started, self._stop = bq, tables, result, started, stop
         self._queue: queue.Queue[_Batch | None] = queue.Queue()
-        self._arrow_schema = arrow_io.arrow_schema(tables.staging_schema)
+        self._arrow_schema = tables.staging_arrow
         self._gathered = arrow_io.Parquet(self._arrow_schema)  # transformed rows not loaded yet (whole batches)
         self._in_hand = 0  # rows of the batch being loaded, neither gathered nor landed yet
         # The gathered rows being loaded and MERGEd on the lander thread while more are gathered (one at a time:
@@ -684,8 +689,6 @@ class _Loader:
             _to_staging(row, self._tables)
             row.update(run_id=self._result.run_id, processed_at=now)
         if not STORAGE_API:  # today's algorithm (make bench): the row form only
-            if batch.checked:
-                raise JobError("the batch form needs the Storage Read API path (pipeline.STORAGE_API)")
             inserted = self._land(batch.loaded, batch.failed) if batch.loaded else 0
             self._in_hand = 0
             return inserted

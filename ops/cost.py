@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
     try:
         config = stage_config.load({**stage_config.read_cdk_json_context(), **overrides})
     except stage_config.ConfigError as error:
-        print(*(f"error: {line}" for line in str(error).splitlines()), sep="\n", file=sys.stderr)
+        print(*error.lines(), sep="\n", file=sys.stderr)
         return 2
     print(report(config))
     return 0

@@ -13,7 +13,7 @@ from pydantic import ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from etl_job import contract, rules
-from stacks import limits, schedule_expression
+from stacks import launch, limits, schedule_expression
 
 CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
 JOB_DIR = Path(__file__).resolve().parent.parent / "etl_job"  # where transform_sql may name a .sql file
@@ -40,6 +40,10 @@ _PROVIDER_SOURCE = (
 
 class ConfigError(ValueError):
     """A configuration value the stack cannot be built from; one line per problem, naming the key and the fix."""
+
+    def lines(self) -> list[str]:
+        """The problems as the command line prints them: ``error: ...``, one line each."""
+        return [f"error: {line}" for line in str(self).splitlines()]
 
 
 def _listed(values: Collection[int], detail: str) -> rules.Rule:
@@ -150,7 +154,7 @@ class StageConfig(contract.JobSettings):
     cpu: Annotated[int, _RULES["cpu"]]
     memory_mib: Annotated[int, _RULES["memory_mib"]]
     architecture: Annotated[str, rules.one_of(limits.ARCHITECTURES)]
-    capacity: Annotated[str, rules.one_of(limits.CAPACITIES)]
+    capacity: Annotated[str, rules.one_of(launch.CAPACITIES)]
     log_retention_days: Annotated[int, _RULES["log_retention_days"]]
     log_removal_policy: Annotated[str, rules.one_of(limits.REMOVAL_POLICIES)]
     log_kms_key: Annotated[bool, _FLAG]

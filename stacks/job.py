@@ -39,8 +39,8 @@ def job_environment(config: StageConfig) -> dict[str, str]:
     Never a secret.
     """
     environment = config.environment()
-    # config.py requires the provider with workload_identity; the second test tells the type checker so.
-    if config.google_auth == "workload_identity" and config.workload_identity_provider is not None:
+    # config.py allows the provider only with, and requires it for, google_auth=workload_identity.
+    if config.workload_identity_provider is not None:
         wif = contract.workload_identity_config(provider=config.workload_identity_provider,
                                                 service_account=config.google_service_account)
         environment[contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG] = json.dumps(wif, separators=(",", ":"))

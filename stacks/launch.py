@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SPOT = "spot"
-ON_DEMAND = "on-demand"
+ON_DEMAND, SPOT = "on-demand", "spot"
+CAPACITIES = (ON_DEMAND, SPOT)  # the config key capacity
 LAUNCH_TYPE = "FARGATE"
 SPOT_CAPACITY_PROVIDER = "FARGATE_SPOT"
 ENABLED, DISABLED = "ENABLED", "DISABLED"

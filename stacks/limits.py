@@ -22,7 +22,6 @@ LOG_RETENTION_DAYS = (
 )
 
 ARCHITECTURES = ("x86_64", "arm64")
-CAPACITIES = ("on-demand", "spot")
 REMOVAL_POLICIES = ("retain", "destroy")
 
 # The container: a numeric non-root user and group (the image creates both) and the scratch mount.
