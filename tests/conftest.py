@@ -10,11 +10,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pytest
 
-from dev.local_bigquery import GRPC_PORT_OFFSET, PROJECT, LocalBigQuery
+from dev.local_bigquery import PROJECT, LocalBigQuery
 from tests.support import CDK, ROOT, CliSynth, offline_env, source_row, source_schema
 
 # Node 20 still runs jsii fine; its end-of-life banner would drown the test output.
@@ -56,6 +55,7 @@ class Job:
 
     client: object
     url: str
+    grpc: str  # the local BigQuery's Storage Read API (host:port)
     dataset: str
 
     @property
@@ -80,7 +80,7 @@ class Job:
         env.update(
             BIGQUERY_EMULATOR_HOST=self.url,
             # stays on the local BigQuery's gRPC port when a test sends REST through a proxy
-            BIGQUERY_STORAGE_EMULATOR_HOST=f"{urlsplit(self.url).hostname}:{urlsplit(self.url).port + GRPC_PORT_OFFSET}",
+            BIGQUERY_STORAGE_EMULATOR_HOST=self.grpc,
             ETL_SOURCE_TABLE=self.source,
             ETL_DESTINATION_TABLE=self.destination,
             ETL_LOG_FORMAT="json",
@@ -153,7 +153,7 @@ def job(local_bigquery, bq_client) -> Job:
     """A fresh, empty dataset in the session's local BigQuery."""
     dataset = f"test_{os.getpid()}_{next(_datasets)}"
     bq_client.create_dataset(dataset)
-    yield Job(client=bq_client, url=local_bigquery.url, dataset=dataset)
+    yield Job(client=bq_client, url=local_bigquery.url, grpc=local_bigquery.grpc, dataset=dataset)
     bq_client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
 
 

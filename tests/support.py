@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dev.audit_configurations import CONFIGURATIONS
 from dev.key_readers import as_list, statements
+from etl_job import contract
 from stacks import config as stage_config
 
 if TYPE_CHECKING:  # aws_cdk is imported when a test synthesizes: after tests/conftest.py has set up its environment
@@ -157,7 +158,8 @@ KEY_FILES = ("google_credentials.json", "my-sa-key.json")
 
 # --- the job ---------------------------------------------------------------------------------------
 
-SLOW = "tests.etl_job.transforms:slow"
+TRANSFORMS = "tests.etl_job.transforms"  # the module of alternative transforms the tests point ETL_TRANSFORM at
+SLOW = f"{TRANSFORMS}:slow"
 
 
 def source_schema() -> list:
@@ -233,3 +235,7 @@ def sigterm_after_batches(process: subprocess.Popen, batches: int) -> str:
             break
     _, rest = process.communicate(timeout=60)
     return "".join(stderr) + rest
+
+
+# The two settings the job cannot run without, for tests of its configuration.
+BASE_SETTINGS = {contract.SOURCE_TABLE: "my-project.raw.customers", contract.DESTINATION_TABLE: "my-project.clean.customers"}

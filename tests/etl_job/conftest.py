@@ -71,3 +71,9 @@ def holding_proxy(local_bigquery):
     yield make
     for proxy in proxies:
         proxy.close()
+
+
+@pytest.fixture
+def recording_proxy(holding_proxy):
+    """A proxy in front of the local BigQuery that holds no request and keeps every body: what the job sent."""
+    return holding_proxy(b"\x00never held")

@@ -8,7 +8,10 @@ import decimal
 import pytest
 from google.cloud import bigquery
 
+from etl_job.config import BATCH_TRANSFORM
+from etl_job.pipeline import LINEAGE
 from tests.support import (
+    TRANSFORMS,
     assert_no_traceback,
     business_columns,
     expected_rows,
@@ -19,21 +22,18 @@ from tests.support import (
     source_schema,
 )
 
-BATCH = "etl_job.transform:transform_batch"
-TRANSFORMS = "tests.etl_job.transforms"
-
 
 def test_the_batch_form_loads_the_same_rows_as_the_row_form_and_a_rerun_adds_nothing(job):
     job.seed(3000)
 
-    done = job.run(ETL_TRANSFORM=BATCH, ETL_BATCH_SIZE="97")
+    done = job.run(ETL_TRANSFORM=BATCH_TRANSFORM, ETL_BATCH_SIZE="97")
 
     assert done.returncode == 0, done.stderr
     rows = job.rows()
     assert business_columns(rows) == expected_rows(3000)
     assert len({r["run_id"] for r in rows}) == 1 and all(r["processed_at"] for r in rows)
     assert [line["batch"] for line in log_lines(done.stderr) if line["message"] == "batch done"][-1] == 31
-    again = job.run(ETL_TRANSFORM=BATCH)
+    again = job.run(ETL_TRANSFORM=BATCH_TRANSFORM)
     assert again.returncode == 0, again.stderr
     assert job.rows() == rows
 
@@ -49,7 +49,7 @@ def test_rows_a_batch_raises_for_are_found_by_halving_and_the_rest_of_the_batch_
     errors = job.rows(job.errors)
     assert sorted(e["id"] for e in errors) == list(range(7, 101, 7))
     assert all(e["error"] == f"ValueError: no service for id {e['id']}" for e in errors)
-    fixed = job.run(ETL_TRANSFORM=BATCH)
+    fixed = job.run(ETL_TRANSFORM=BATCH_TRANSFORM)
     assert fixed.returncode == 0, fixed.stderr
     assert business_columns(job.rows()) == expected_rows(100)
 
@@ -112,31 +112,14 @@ def test_json_text_bigquery_would_refuse_is_a_row_error_not_a_failed_merge(job, 
 def test_a_destination_with_a_column_after_the_lineage_columns_loads(job):
     # The job's own fix for a missing column (ALTER TABLE ... ADD COLUMN) puts it after run_id and processed_at.
     job.seed(10)
-    schema = [*source_schema(), bigquery.SchemaField("run_id", "STRING"),
-              bigquery.SchemaField("processed_at", "TIMESTAMP"), bigquery.SchemaField("note", "STRING")]
+    schema = [*source_schema(), *LINEAGE, bigquery.SchemaField("note", "STRING")]
     job.client.create_table(bigquery.Table(job.destination, schema=schema))
 
-    done = job.run(ETL_TRANSFORM=BATCH)
+    done = job.run(ETL_TRANSFORM=BATCH_TRANSFORM)
 
     assert done.returncode == 0, done.stderr
     assert business_columns(job.rows()) == expected_rows(10)
     assert all(r["run_id"] and r["note"] is None for r in job.rows())
-
-
-def test_rows_land_as_the_run_goes_once_they_have_waited_load_seconds(job):
-    job.seed(100)
-
-    done = job.run(ETL_TRANSFORM=BATCH, ETL_BATCH_SIZE="20", settings={"etl_job.pipeline.LOAD_SECONDS": 0})
-
-    assert done.returncode == 0, done.stderr
-    progress = [(line["rows_loaded"], line["rows_waiting"]) for line in log_lines(done.stderr)
-                if line["message"] == "batch done"]
-    # Each batch starts a load of its 20 rows, which lands while the next batch is read and transformed.
-    assert progress == [(0, 20), (20, 20), (40, 20), (60, 20), (80, 20)]
-    assert log_lines(done.stderr)[-1]["rows_loaded"] == 100
-    default = [line["rows_waiting"] for line in log_lines(job.run(ETL_TRANSFORM=BATCH).stderr)
-               if line["message"] == "batch done"]
-    assert default == []  # nothing left to read: no batch
 
 
 def test_a_changed_key_and_a_result_of_the_wrong_shape_are_row_errors(job):
@@ -177,7 +160,7 @@ def test_a_run_killed_after_a_batch_is_completed_exactly_by_the_next(job):
     job.seed(400)
     kill_after_first_batch(job.start(ETL_TRANSFORM=f"{TRANSFORMS}:slow_batch", ETL_BATCH_SIZE="20"))
 
-    done = job.run(ETL_TRANSFORM=BATCH)
+    done = job.run(ETL_TRANSFORM=BATCH_TRANSFORM)
 
     assert done.returncode == 0, done.stderr
     assert business_columns(job.rows()) == expected_rows(400)
@@ -188,7 +171,7 @@ def test_null_and_duplicate_keys_are_counted_and_recorded_as_on_the_row_form(job
     rows += [{**source_row(5), "name": "Copy A"}, source_row(17)]
     job.create_source(rows)
 
-    done = job.run(ETL_TRANSFORM=BATCH, ETL_BATCH_SIZE="7")
+    done = job.run(ETL_TRANSFORM=BATCH_TRANSFORM, ETL_BATCH_SIZE="7")
 
     assert done.returncode == 3, done.stderr
     assert business_columns(job.rows()) == expected_rows(30)
@@ -210,17 +193,6 @@ def test_sigterm_stops_the_batch_form_cleanly_and_the_next_run_completes_exactly
     end = log_lines(stderr)[-1]
     assert end["exit_code"] == 143 and 40 <= end["rows_loaded"] == job.count() < 600  # the gathered rows landed
     assert [t.table_id for t in job.client.list_tables(job.dataset) if "staging" in t.table_id] == []
-    done = job.run(ETL_TRANSFORM=BATCH)
+    done = job.run(ETL_TRANSFORM=BATCH_TRANSFORM)
     assert done.returncode == 0, done.stderr
     assert business_columns(job.rows()) == expected_rows(600)
-
-
-@pytest.mark.parametrize(("key_mode", "counted"), [("REQUIRED", False), ("NULLABLE", True)])
-def test_a_required_key_column_is_not_counted_for_null_keys(job, holding_proxy, key_mode, counted):
-    job.create_source([source_row(i) for i in range(1, 11)], key_mode=key_mode)
-    proxy = holding_proxy(b"\x00never held")
-
-    done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM=BATCH)
-
-    assert done.returncode == 0, done.stderr
-    assert any(b"IS NULL" in body and b"COUNT(*)" in body for body in proxy.bodies) is counted

@@ -5,12 +5,11 @@ import pytest
 from etl_job import contract, schema
 from etl_job.config import Config, TableId, import_transform, load_config
 from etl_job.errors import JobError
-
-BASE = {contract.SOURCE_TABLE: "my-project.raw.customers", contract.DESTINATION_TABLE: "my-project.clean.customers"}
+from tests.support import BASE_SETTINGS
 
 
 def test_defaults():
-    config = load_config(BASE)
+    config = load_config(BASE_SETTINGS)
 
     assert config == Config(
         source_table=TableId("my-project", "raw", "customers"),
@@ -25,14 +24,14 @@ def test_defaults():
 
 
 def test_log_format_defaults_to_text_on_a_terminal_and_json_otherwise():
-    assert load_config(BASE, is_tty=True).log_format == "text"
-    assert load_config(BASE, is_tty=False).log_format == "json"
-    assert load_config({**BASE, contract.LOG_FORMAT: "JSON"}, is_tty=True).log_format == "json"
+    assert load_config(BASE_SETTINGS, is_tty=True).log_format == "text"
+    assert load_config(BASE_SETTINGS, is_tty=False).log_format == "json"
+    assert load_config({**BASE_SETTINGS, contract.LOG_FORMAT: "JSON"}, is_tty=True).log_format == "json"
 
 
 def test_every_variable_the_stack_sets_is_read():
     env = {
-        **BASE,
+        **BASE_SETTINGS,
         contract.KEY_COLUMN: "customer_id",
         contract.BATCH_SIZE: "1000",
         contract.CONCURRENCY: "8",
@@ -58,7 +57,7 @@ def test_every_variable_the_stack_sets_is_read():
         (contract.SOURCE_TABLE, "", "ETL_SOURCE_TABLE is not set"),
         (contract.SOURCE_TABLE, "raw.customers", "is not a table id: use project.dataset.table"),
         (contract.DESTINATION_TABLE, "p-roject.d.t`; DROP", "is not a table id"),
-        (contract.DESTINATION_TABLE, BASE[contract.SOURCE_TABLE], "are the same table"),
+        (contract.DESTINATION_TABLE, BASE_SETTINGS[contract.SOURCE_TABLE], "are the same table"),
         (contract.KEY_COLUMN, "id; --", "is not a column name"),
         (contract.SOURCE_TABLE, "my-project.raw.customers$20240101", "is not a table id"),
         (contract.SOURCE_TABLE, "my-project.räw.customers", "is not a table id"),
@@ -77,12 +76,12 @@ def test_every_variable_the_stack_sets_is_read():
 )
 def test_invalid_values_are_named_with_the_fix(name, value, message):
     with pytest.raises(JobError, match="invalid configuration") as error:
-        load_config({**BASE, name: value})
+        load_config({**BASE_SETTINGS, name: value})
     assert message in str(error.value)
 
 
 def test_the_shard_set_by_the_state_machine_is_read_and_logged():
-    config = load_config({**BASE, contract.SHARD_INDEX: "7", contract.SHARD_COUNT: "8"})
+    config = load_config({**BASE_SETTINGS, contract.SHARD_INDEX: "7", contract.SHARD_COUNT: "8"})
 
     assert (config.shard_index, config.shard_count) == (7, 8)
     assert (config.summary()["shard_index"], config.summary()["shard_count"]) == (7, 8)
@@ -103,7 +102,7 @@ def test_the_shard_set_by_the_state_machine_is_read_and_logged():
 )
 def test_a_bad_shard_is_named_with_the_fix(index, count, message):
     with pytest.raises(JobError) as error:
-        load_config({**BASE, contract.SHARD_INDEX: index, contract.SHARD_COUNT: count})
+        load_config({**BASE_SETTINGS, contract.SHARD_INDEX: index, contract.SHARD_COUNT: count})
     (problem,) = str(error.value).splitlines()[1:]
     assert problem.startswith(f"  - {message}")
 
@@ -111,7 +110,7 @@ def test_a_bad_shard_is_named_with_the_fix(index, count, message):
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "soon", "10081"])
 def test_a_bad_timeout_is_one_message_with_the_right_rule(value):
     with pytest.raises(JobError) as error:
-        load_config({**BASE, contract.TIMEOUT_MINUTES: value})
+        load_config({**BASE_SETTINGS, contract.TIMEOUT_MINUTES: value})
     assert str(error.value).splitlines()[1:] == [
         f"  - ETL_TIMEOUT_MINUTES={value!r} is invalid: use a number above 0 and at most 10080, or unset it"
     ]
@@ -127,9 +126,9 @@ def test_all_problems_are_reported_at_once():
 
 
 def test_domain_scoped_projects_are_table_ids():
-    config = load_config({**BASE, contract.SOURCE_TABLE: "example.com:my-project.raw.customers"})
+    config = load_config({**BASE_SETTINGS, contract.SOURCE_TABLE: "example.com:my-project.raw.customers"})
     assert config.source_table == TableId("example.com:my-project", "raw", "customers")
-    assert load_config({**BASE, contract.SOURCE_TABLE: "my-project.raw.customers-2024"}).source_table.table == (
+    assert load_config({**BASE_SETTINGS, contract.SOURCE_TABLE: "my-project.raw.customers-2024"}).source_table.table == (
         "customers-2024"
     )
 
@@ -174,7 +173,7 @@ def test_the_stacks_optional_sql_reaches_the_job_unchanged():
 ])
 def test_bad_optional_sql_is_refused_by_the_job(name, value, message):
     with pytest.raises(JobError, match=message):
-        load_config({**BASE, name: value})
+        load_config({**BASE_SETTINGS, name: value})
 
 
 def test_import_transform():

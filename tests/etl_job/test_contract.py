@@ -8,10 +8,9 @@ from etl_job import contract, rules
 from etl_job.config import load_config
 from etl_job.errors import JobError
 from stacks.config import KEYS, ConfigError
-from tests.support import build_config
+from tests.support import BASE_SETTINGS, build_config
 
 ENV = rules.env_names(contract.JobSettings)  # config key -> environment variable
-BASE = {contract.SOURCE_TABLE: "my-project.raw.customers", contract.DESTINATION_TABLE: "my-project.clean.customers"}
 
 
 def test_every_setting_of_the_contract_is_a_config_key_and_a_variable_the_stack_sets() -> None:
@@ -44,7 +43,7 @@ def test_a_value_one_side_took_and_the_other_refused_is_now_refused_by_both(key:
     with pytest.raises(ConfigError) as stack:
         build_config(**{key: value})
     with pytest.raises(JobError) as job:
-        load_config({**BASE, ENV[key]: value})
+        load_config({**BASE_SETTINGS, ENV[key]: value})
 
     assert f"config key '{key}': {value!r} is not valid; expected {allowed}" in str(stack.value)
     assert f"  - {ENV[key]}={value!r} " in str(job.value) and f": use {allowed}" in str(job.value)
@@ -80,12 +79,12 @@ def test_the_timeout_is_whole_minutes_on_the_stack_and_any_positive_minutes_in_t
     # whole minutes; the job also takes fractions (its tests time out in 3 seconds). Every stack value fits the job.
     with pytest.raises(ConfigError, match=r"'timeout_minutes': '1.5' is not valid; expected a whole number from 1 to 10080"):
         build_config(timeout_minutes="1.5", expected_run_minutes="1")
-    assert load_config({**BASE, contract.TIMEOUT_MINUTES: "1.5"}).timeout_minutes == 1.5
+    assert load_config({**BASE_SETTINGS, contract.TIMEOUT_MINUTES: "1.5"}).timeout_minutes == 1.5
     for minutes in ("1", str(contract.MAX_TIMEOUT_MINUTES)):
         stack = build_config(timeout_minutes=minutes, expected_run_minutes="1", schedule="rate(7 days)")
         assert load_config(stack.environment()).timeout_minutes == int(minutes)
     with pytest.raises(JobError, match="use a number above 0 and at most 10080"):
-        load_config({**BASE, contract.TIMEOUT_MINUTES: "1e3"})  # float() took exponents, 'inf' and '1_0'
+        load_config({**BASE_SETTINGS, contract.TIMEOUT_MINUTES: "1e3"})  # float() took exponents, 'inf' and '1_0'
 
 
 def test_every_problem_is_one_line_naming_the_input_on_both_sides() -> None:

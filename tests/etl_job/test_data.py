@@ -11,9 +11,16 @@ from google.cloud import bigquery
 
 from dev.local_bigquery import PROJECT
 from etl_job import bigquery_io, config, credentials, pipeline, schema, stopping
-from tests.support import ROOT, assert_no_traceback, business_columns, expected_rows, log_lines, source_row, source_schema
-
-TRANSFORMS = "tests.etl_job.transforms"
+from tests.support import (
+    ROOT,
+    TRANSFORMS,
+    assert_no_traceback,
+    business_columns,
+    expected_rows,
+    log_lines,
+    source_row,
+    source_schema,
+)
 
 
 def tables(job) -> list[str]:

@@ -167,6 +167,32 @@ def test_rows_with_a_null_key_are_counted_and_the_run_exits_3(job):
         assert job.count(job.errors) == 0
 
 
+@pytest.mark.parametrize(("key_mode", "counted"), [("REQUIRED", False), ("NULLABLE", True)])
+def test_a_required_key_column_is_not_counted_for_null_keys(job, recording_proxy, key_mode, counted):
+    job.create_source([source_row(i) for i in range(1, 11)], key_mode=key_mode)
+
+    done = job.run(BIGQUERY_EMULATOR_HOST=recording_proxy.url)
+
+    assert done.returncode == 0, done.stderr
+    assert any(b"IS NULL" in body and b"COUNT(*)" in body for body in recording_proxy.bodies) is counted
+
+
+def test_rows_land_as_the_run_goes_once_they_have_waited_load_seconds(job):
+    job.seed(100)
+
+    done = job.run(ETL_BATCH_SIZE="20", settings={"etl_job.pipeline.LOAD_SECONDS": 0})
+
+    assert done.returncode == 0, done.stderr
+    progress = [(line["rows_loaded"], line["rows_waiting"]) for line in log_lines(done.stderr)
+                if line["message"] == "batch done"]
+    # Each batch starts a load of its 20 rows, which lands while the next batch is read and transformed.
+    assert progress == [(0, 20), (20, 20), (40, 20), (60, 20), (80, 20)]
+    assert log_lines(done.stderr)[-1]["rows_loaded"] == 100
+    default = [line["rows_waiting"] for line in log_lines(job.run().stderr)
+               if line["message"] == "batch done"]
+    assert default == []  # nothing left to read: no batch
+
+
 def test_a_duplicated_source_key_is_loaded_once_and_its_other_rows_are_errors(job):
     rows = [source_row(i) for i in range(1, 31)]
     rows += [{**source_row(5), "name": "Copy A"}, {**source_row(5), "name": "Copy B"}, source_row(17)]

@@ -49,7 +49,7 @@ def _source(job) -> TableId:
     body.seek(0)
     config = bigquery.LoadJobConfig(schema=[bigquery.SchemaField("id", "INT64")], source_format="PARQUET")
     job.client.load_table_from_file(body, job.source, job_config=config).result()
-    return TableId(*job.source.split("."))
+    return TableId.parse(job.source)
 
 
 def test_streams_take_turns_so_at_most_buffer_messages_wait_however_many_streams(job, local_bigquery, monkeypatch):

@@ -46,11 +46,10 @@ def parquet_tables(bodies: list[bytes]) -> list:
     return [pq.read_table(io.BytesIO(file)) for file in files]
 
 
-def test_every_type_arrives_value_for_value_on_the_default_path_and_parquet_holds_them_natively(job, holding_proxy):
+def test_every_type_arrives_value_for_value_on_the_default_path_and_parquet_holds_them_natively(job, recording_proxy):
     typed.create_source(job.client, job.source)
-    proxy = holding_proxy(b"\x00never held")
 
-    done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM=UNCHANGED, ETL_KEY_COLUMN="key",
+    done = job.run(BIGQUERY_EMULATOR_HOST=recording_proxy.url, ETL_TRANSFORM=UNCHANGED, ETL_KEY_COLUMN="key",
                    ETL_BATCH_SIZE="4")
 
     assert done.returncode == 0, (done.stderr, job.rows(job.errors) if done.returncode == 3 else None)
@@ -60,7 +59,7 @@ def test_every_type_arrives_value_for_value_on_the_default_path_and_parquet_hold
     # The wire: Parquet carries NaN, infinities, 64-bit integers and bytes as they are. The local BigQuery
     # reads a Parquet file's columns by position (LOCAL_LIMITS), BigQuery by name: the job writes both.
     assert "Parquet columns by position" in typed.LOCAL_LIMITS
-    tables = parquet_tables(proxy.bodies)
+    tables = parquet_tables(recording_proxy.bodies)
     staging = [f.name for f in destination]
     assert tables and all(table.column_names == staging for table in tables)
     staged = {row["key"]: row for table in tables for row in table.to_pylist()}
@@ -91,20 +90,19 @@ def test_every_type_arrives_value_for_value_through_the_batch_form(job, transfor
     assert log_lines(done.stderr)[-1]["rows_checked_by_row"] == 0  # every type passed the column checks
 
 
-def test_every_type_arrives_value_for_value_on_the_rest_path_and_the_wire_holds_only_json(job, holding_proxy):
+def test_every_type_arrives_value_for_value_on_the_rest_path_and_the_wire_holds_only_json(job, recording_proxy):
     # Today's algorithm before the Storage APIs (pipeline.STORAGE_API=False), kept for `make bench`.
     typed.create_source(job.client, job.source)
     typed.assert_same(typed.read(job.client, job.source))
-    proxy = holding_proxy(b"\x00never held")
 
-    done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM=UNCHANGED, ETL_KEY_COLUMN="key",
+    done = job.run(BIGQUERY_EMULATOR_HOST=recording_proxy.url, ETL_TRANSFORM=UNCHANGED, ETL_KEY_COLUMN="key",
                    ETL_BATCH_SIZE="4", settings=REST_PATH)
 
     assert done.returncode == 0, (done.stderr, job.rows(job.errors) if done.returncode == 3 else None)
     typed.assert_same(typed.read(job.client, job.destination))
 
     # The wire: the local BigQuery accepts bare NaN/Infinity tokens, so what was sent is checked here.
-    staged = {row["key"]: row for row in ndjson_rows(proxy.bodies) if "run_id" in row}
+    staged = {row["key"]: row for row in ndjson_rows(recording_proxy.bodies) if "run_id" in row}
     assert staged.keys() == {row["key"] for row in typed.ROWS}
     first, second, third = staged[typed.ROWS[0]["key"]], staged["b"], staged["c"]
     assert (first["f"], second["f"], third["f"]) == ("NaN", "Infinity", "-Infinity")
@@ -115,7 +113,7 @@ def test_every_type_arrives_value_for_value_on_the_rest_path_and_the_wire_holds_
     assert first["n"] == "99999999999999999999999999999.999999999" and first["ts"] == "1969-07-20T20:17:40.123456+00:00"
 
 
-def test_geography_the_local_bigquery_cannot_read_is_checked_on_the_wire(job, holding_proxy, tmp_path):
+def test_geography_the_local_bigquery_cannot_read_is_checked_on_the_wire(job, recording_proxy, tmp_path):
     # LOCAL_LIMITS["GEOGRAPHY"]: a query reading a GEOGRAPHY column fails here, so the column is one the
     # transform adds (written, never read back) and the value is checked on the wire.
     assert "GEOGRAPHY" in typed.LOCAL_LIMITS
@@ -123,13 +121,12 @@ def test_geography_the_local_bigquery_cannot_read_is_checked_on_the_wire(job, ho
     (tmp_path / "geo_transform.py").write_text(
         "OUTPUT_COLUMNS = {'place': 'GEOGRAPHY'}\n"
         "def transform(row):\n    return {'place': f\"POINT({row['id']} 52.5)\"}\n")
-    proxy = holding_proxy(b"\x00never held")
 
-    done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, PYTHONPATH=str(tmp_path), ETL_TRANSFORM="geo_transform:transform")
+    done = job.run(BIGQUERY_EMULATOR_HOST=recording_proxy.url, PYTHONPATH=str(tmp_path), ETL_TRANSFORM="geo_transform:transform")
 
     assert done.returncode == 0, done.stderr
     assert job.count() == 3
-    places = [row["place"] for table in parquet_tables(proxy.bodies) for row in table.to_pylist()]
+    places = [row["place"] for table in parquet_tables(recording_proxy.bodies) for row in table.to_pylist()]
     assert sorted(places) == ["POINT(1 52.5)", "POINT(2 52.5)", "POINT(3 52.5)"]
 
 
