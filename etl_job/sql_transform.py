@@ -7,8 +7,8 @@ user's SELECT list over them (the source is aliased ``s``) plus the lineage colu
 the keys not in the destination yet. A MERGE is atomic, so an interrupted run wrote all of it or
 nothing, and a rerun (on either path) inserts exactly the keys still missing.
 
-Before anything is written, the source filter and the SELECT list are checked with BigQuery dry
-runs (nothing read or billed); a mistake stops the run with BigQuery's message in one line. The
+Before anything is written, the SELECT list over the filtered source is checked with one BigQuery dry
+run (nothing read or billed); a mistake stops the run with BigQuery's message in one line. The
 SELECT list must keep the key column unchanged and leave ``run_id`` / ``processed_at`` to the job.
 
 Unlike the Python path, the extra rows of a duplicated key and rows with a NULL key are counted
@@ -38,8 +38,8 @@ MAX_MESSAGE_CHARS = 500
 def check_source_filter(config: Config, bq: BigQuery) -> None:
     """Dry-run the source filter over the source before anything is written; a mistake is a JobError."""
     if config.source_filter and bq.get_table(config.source_table) is not None:
-        _dry_run(bq, f"SELECT COUNT(*) FROM {config.source_table.sql} AS s WHERE TRUE\n"
-                     f"{filter_sql(config.source_filter)}", contract.SOURCE_FILTER, "source_filter", config)
+        _dry_run(bq, f"SELECT 1 FROM {config.source_table.sql} AS s WHERE TRUE\n{filter_sql(config.source_filter)}",
+                 contract.SOURCE_FILTER, "source_filter", config)
 
 
 def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunResult:
@@ -47,8 +47,7 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
     started = time.monotonic()
     result = RunResult(run_id=new_run_id(), timings={"check": 0.0, "merge": 0.0})
     source = _source_schema(config, bq)
-    check_source_filter(config, bq)
-    output = _dry_run(bq, select_sql(config), contract.TRANSFORM_SQL, "transform_sql", config)
+    output = _checked_output(config, bq)
     columns = _output_columns(config, output)
     _prepare_destination(config, bq, source, output)
     skipped_keys = skipped_table(config)
@@ -133,9 +132,26 @@ def merge_sql(config: Config, shard: Shard, run_id: str, columns: list[str], ski
     )
 
 
-def _dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Config) -> list[bigquery.SchemaField]:
+def _checked_output(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
+    """The SELECT list's columns, from one dry run of it over the filtered source, which checks the filter too.
+
+    Only when it fails is the filter dry-run alone, so that a mistake is named as the filter's or the SELECT list's.
+    """
     try:
-        return bq.dry_run(sql)
+        return _dry_run(bq, select_sql(config), contract.TRANSFORM_SQL, "transform_sql", config)
+    except JobError:
+        check_source_filter(config, bq)
+        raise
+
+
+def _dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Config) -> list[bigquery.SchemaField]:
+    """BigQuery's check of a query; its mistake as a JobError naming ``variable``.
+
+    With LIMIT 0, which BigQuery's dry run does not need (it reads nothing) but the local BigQuery does:
+    it answers a dry run by running the query, which at 1,000,000 rows took 0.4 s instead of 0.04 s.
+    """
+    try:
+        return bq.dry_run(f"{sql}LIMIT 0")
     except api_exceptions.BadRequest as exc:
         message = " ".join(str(exc.message).split("\n")[0].split())[:MAX_MESSAGE_CHARS]
         raise JobError(f"{variable} (config key {config_key}) is not valid for source table {config.source_table}: "
