@@ -57,12 +57,18 @@ def storage_endpoint(env: Mapping[str, str]) -> str | None:
     """The local BigQuery's Storage Read API (gRPC ``host:port``), or None for Google's.
 
     BIGQUERY_STORAGE_EMULATOR_HOST if set, else, with BIGQUERY_EMULATOR_HOST, its host on its port + 10.
+    ETL_BIGQUERY_ENDPOINT (a local URL for real credentials) needs BIGQUERY_STORAGE_EMULATOR_HOST beside it:
+    without, the rows would be read from Google's endpoint while every other call went to the local one.
     """
     explicit = env.get(contract.BIGQUERY_STORAGE_EMULATOR_HOST, "").strip()
     if explicit:
         return explicit
     emulator = env.get(contract.BIGQUERY_EMULATOR_HOST, "").strip()
     if not emulator:
+        if env.get(contract.BIGQUERY_ENDPOINT, "").strip():
+            raise JobError(f"{contract.BIGQUERY_ENDPOINT} sends the BigQuery API calls to a local endpoint, but the "
+                           f"Storage Read API would still go to Google's: set {contract.BIGQUERY_STORAGE_EMULATOR_HOST} "
+                           "to the gRPC host:port that serves it beside that endpoint")
         return None
     parts = urlsplit(emulator)
     return f"{parts.hostname}:{(parts.port or 80) + contract.LOCAL_GRPC_PORT_OFFSET}"

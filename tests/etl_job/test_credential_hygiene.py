@@ -112,3 +112,13 @@ def test_the_key_is_gone_from_the_environment_before_the_transform_runs(job, fak
 
     assert done.returncode == 0, log_lines(done.stderr)[-1]
     assert job.count() == 5 and job.count(job.errors) == 0
+
+
+def test_a_local_endpoint_for_real_credentials_needs_the_storage_endpoint_beside_it(fake_key: dict) -> None:
+    """Else the rows would be read from Google's Storage Read API while every other call goes to the local one."""
+    done = run_job(json.dumps(fake_key), ETL_BIGQUERY_ENDPOINT="http://127.0.0.1:9")
+
+    assert done.returncode == 1
+    last = log_lines(done.stderr)[-1]
+    assert "BIGQUERY_STORAGE_EMULATOR_HOST" in last["message"] and "ETL_BIGQUERY_ENDPOINT" in last["message"]
+    assert "Traceback" not in done.stderr
