@@ -137,10 +137,12 @@ class BigQuery:
         self._max_bytes_billed = max_bytes_billed
         self.bytes_processed = 0  # over every query of the run, as BigQuery reports them
         self.bytes_billed = 0
+        self._counting = threading.Lock()
 
     def _count_bytes(self, job: Job) -> None:
-        self.bytes_processed += job.total_bytes_processed or 0
-        self.bytes_billed += job.total_bytes_billed or 0
+        with self._counting:  # jobs may end on two threads at once
+            self.bytes_processed += job.total_bytes_processed or 0
+            self.bytes_billed += job.total_bytes_billed or 0
 
     def get_table(self, table: TableId) -> bigquery.Table | None:
         """The table's metadata, or None if it does not exist."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
@@ -56,19 +57,23 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
     if stop.is_set():
         return result
     log.info("run started", extra=fields(run_id=result.run_id, path="sql"))
+    # The count runs beside the MERGE (one round trip less): it counts this run's own rows as still to
+    # process, so it reads the same whether it sees the destination before or after the MERGE commits.
+    counter = ThreadPoolExecutor(1, thread_name_prefix="count")
     try:
-        clock = time.monotonic()
-        with_key, result.rows_null_key = (int(n) for n in bq.query_value(counts_sql(config, shard, skipped)))
-        result.timings["count"] = time.monotonic() - clock
-        if shard.index:
-            result.rows_null_key = 0  # a NULL key hashes to no shard: shard 0 counts them
+        counts = counter.submit(bq.query_value, counts_sql(config, shard, skipped, result.run_id))
         clock = time.monotonic()
         changed = bq.run_dml(merge_sql(config, shard, result.run_id, columns, skipped))
         result.timings["merge"] = time.monotonic() - clock
+        with_key, result.rows_null_key = (int(n) for n in counts.result())
+        if shard.index:
+            result.rows_null_key = 0  # a NULL key hashes to no shard: shard 0 counts them
     except Abandoned:
         log.warning("stop requested: gave up on the MERGE (it committed whole or not at all); the next run "
                     "inserts whatever is missing")
         return result
+    finally:
+        counter.shutdown(wait=False)
     # One row per key was inserted: the other rows with a key are the extra rows of duplicated keys.
     result.rows_read = result.rows_loaded = with_key if changed is None else changed
     result.rows_duplicate_key = result.rows_failed = with_key - result.rows_loaded
@@ -93,9 +98,14 @@ def skipped_table(config: Config) -> TableId:
     return config.destination_table.sibling(f"{config.destination_table.table}_skipped")
 
 
-def _pending(config: Config, shard: Shard, skipped: TableId | None, *, null_keys: bool = False) -> str:
-    """FROM and WHERE of the source rows still to process: the Python path's extract (pipeline.extract_sql)."""
+def _pending(config: Config, shard: Shard, skipped: TableId | None, *, null_keys: bool = False,
+             run_id: str | None = None) -> str:
+    """FROM and WHERE of the source rows still to process: the Python path's extract (pipeline.extract_sql).
+
+    With ``run_id``, rows that run inserted count as still to process.
+    """
     key, destination = config.key_column, config.destination_table
+    own_rows = f" AND d.run_id IS DISTINCT FROM '{run_id}'" if run_id else ""
     sharded = ""
     if shard.count > 1:  # only when sharded: a local BigQuery drops STRUCT columns when FARM_FINGERPRINT is called
         hashed = f"ABS(MOD(FARM_FINGERPRINT(CAST(s.`{key}` AS STRING)), {shard.count})) = {shard.index}"
@@ -104,17 +114,17 @@ def _pending(config: Config, shard: Shard, skipped: TableId | None, *, null_keys
         f"FROM {config.source_table.sql} AS s\n"
         f"WHERE {'TRUE' if null_keys else f's.`{key}` IS NOT NULL'}\n"
         f"{filter_sql(config.source_filter)}"
-        f"  AND NOT EXISTS (SELECT 1 FROM {destination.sql} AS d WHERE d.`{key}` = s.`{key}`)\n"
+        f"  AND NOT EXISTS (SELECT 1 FROM {destination.sql} AS d WHERE d.`{key}` = s.`{key}`{own_rows})\n"
         + (f"  AND NOT EXISTS (SELECT 1 FROM {skipped.sql} AS k WHERE k.`{key}` = s.`{key}`)\n" if skipped else "")
         + f"{sharded}"
     )
 
 
-def counts_sql(config: Config, shard: Shard, skipped: TableId | None = None) -> str:
-    """Rows with a key and rows with a NULL key, among the source rows still to process."""
+def counts_sql(config: Config, shard: Shard, skipped: TableId | None, run_id: str) -> str:
+    """Rows with a key and rows with a NULL key, among the source rows still to process (``run_id``'s rows included)."""
     key = f"s.`{config.key_column}`"
     return (f"SELECT [COUNT({key}), COUNTIF({key} IS NULL)]\n"
-            f"{_pending(config, shard, skipped, null_keys=True)}")
+            f"{_pending(config, shard, skipped, null_keys=True, run_id=run_id)}")
 
 
 def merge_sql(config: Config, shard: Shard, run_id: str, columns: list[str], skipped: TableId | None = None) -> str:

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
+from etl_job.config import load_config
+from etl_job.pipeline import Shard
+from etl_job.sql_transform import counts_sql
 from tests.support import ROOT
 
 DEMO_SQL = (ROOT / "etl_job" / "transform.sql").read_text()
@@ -190,6 +194,34 @@ def test_sql_path_counts_duplicate_and_null_keys_like_the_python_path(job):
     assert (line["rows_loaded"], line["rows_duplicate_key"], line["rows_null_key"]) == (2, 1, 1)
     assert sorted(r["id"] for r in job.rows()) == [1, 2]
     assert again.returncode == 3 and last_line(again)["rows_duplicate_key"] == 0  # NULL keys stay: exit 3 again
+
+
+def test_the_count_of_pending_rows_runs_beside_the_merge(job, holding_proxy):
+    job.seed(5)
+    proxy = holding_proxy(b"COUNTIF")  # the count never gets an answer
+
+    process = job.start(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM_SQL=DEMO_SQL)
+    try:
+        assert proxy.held.wait(30), "the job sent no count"
+        deadline = time.monotonic() + 30
+        while not any(b"MERGE " in body for body in proxy.bodies) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(b"MERGE " in body for body in proxy.bodies), "the MERGE waited for the count"
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+
+
+def test_the_count_beside_the_merge_reads_the_same_after_the_merge_committed(job):
+    job.create_source([{"id": 1, "name": "A Doe"}, {"id": 2, "name": "B"}, {"id": 2, "name": "B again"},
+                       {"id": None, "name": "no key"}])
+    done = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
+    line = last_line(done)
+    config = load_config(job.env(ETL_TRANSFORM_SQL=DEMO_SQL), is_tty=False)
+
+    (counted,) = job.client.query(counts_sql(config, Shard(), None, line["run_id"])).result()
+
+    assert list(counted[0]) == [line["rows_loaded"] + line["rows_duplicate_key"], line["rows_null_key"]] == [3, 1]
 
 
 def test_sql_path_over_shards_equals_one_run(job):
