@@ -177,10 +177,10 @@ class BigQuery:
         """Drop the table if it exists (waits until the stop deadline: it is the run's cleanup)."""
         self._wait(lambda: self.client.delete_table(str(table), not_found_ok=True, **self._call()), settle=True)
 
-    def query_value(self, sql: str) -> Any:
-        """The first column of the first row of a query's result."""
-        job = self._start_query(sql)
-        rows = self._wait(lambda: list(job.result(**self._results())), job=job)
+    def query_value(self, sql: str, *, settle: bool = False) -> Any:
+        """The first column of the first row of a query's result (with ``settle``, waited for as a write is)."""
+        job = self._start_query(sql, settle=settle)
+        rows = self._wait(lambda: list(job.result(**self._results())), settle=settle, job=job)
         return rows[0][0]
 
     def query_pages(self, sql: str, parameters: list[bigquery.ScalarQueryParameter],

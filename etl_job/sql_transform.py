@@ -59,9 +59,10 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
     log.info("run started", extra=fields(run_id=result.run_id, path="sql"))
     # The count runs beside the MERGE (one round trip less): it counts this run's own rows as still to
     # process, so it reads the same whether it sees the destination before or after the MERGE commits.
+    # At a stop it is waited for as the MERGE is, so that a MERGE that commits is reported with its counts.
     counter = ThreadPoolExecutor(1, thread_name_prefix="count")
     try:
-        counts = counter.submit(bq.query_value, counts_sql(config, shard, skipped, result.run_id))
+        counts = counter.submit(bq.query_value, counts_sql(config, shard, skipped, result.run_id), settle=True)
         clock = time.monotonic()
         changed = bq.run_dml(merge_sql(config, shard, result.run_id, columns, skipped))
         result.timings["merge"] = time.monotonic() - clock
