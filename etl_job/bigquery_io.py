@@ -68,7 +68,7 @@ def storage_endpoint(env: Mapping[str, str]) -> str | None:
         if env.get(contract.BIGQUERY_ENDPOINT, "").strip():
             raise JobError(f"{contract.BIGQUERY_ENDPOINT} sends the BigQuery API calls to a local endpoint, but the "
                            f"Storage Read API would still go to Google's: set {contract.BIGQUERY_STORAGE_EMULATOR_HOST} "
-                           "to the gRPC host:port that serves it beside that endpoint")
+                           "to the gRPC host:port that serves it beside that endpoint (e.g. 127.0.0.1:9060)")
         return None
     parts = urlsplit(emulator)
     return f"{parts.hostname}:{(parts.port or 80) + contract.LOCAL_GRPC_PORT_OFFSET}"

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
 from etl_job import contract, schema, stopping
-from etl_job.bigquery_io import Abandoned, BigQuery
+from etl_job.bigquery_io import ERRORS, Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import JobError
 from etl_job.logs import fields
@@ -57,24 +57,21 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
     if stop.is_set():
         return result
     log.info("run started", extra=fields(run_id=result.run_id, path="sql"))
-    # The count runs beside the MERGE (one round trip less): it counts this run's own rows as still to
-    # process, so it reads the same whether it sees the destination before or after the MERGE commits.
-    # At a stop it is waited for as the MERGE is, so that a MERGE that commits is reported with its counts.
     counter = ThreadPoolExecutor(1, thread_name_prefix="count")
-    try:
+    try:  # the count runs beside the MERGE, and at a stop is waited for as the MERGE is (see counts_sql)
         counts = counter.submit(bq.query_value, counts_sql(config, shard, skipped, result.run_id), settle=True)
         clock = time.monotonic()
         changed = bq.run_dml(merge_sql(config, shard, result.run_id, columns, skipped))
         result.timings["merge"] = time.monotonic() - clock
-        with_key, result.rows_null_key = (int(n) for n in counts.result())
-        if shard.index:
-            result.rows_null_key = 0  # a NULL key hashes to no shard: shard 0 counts them
     except Abandoned:
         log.warning("stop requested: gave up on the MERGE (it committed whole or not at all); the next run "
                     "inserts whatever is missing")
         return result
     finally:
         counter.shutdown(wait=False)
+    with_key, result.rows_null_key = _counted(counts, changed)
+    if shard.index:
+        result.rows_null_key = 0  # a NULL key hashes to no shard: shard 0 counts them
     # One row per key was inserted: the other rows with a key are the extra rows of duplicated keys.
     result.rows_read = result.rows_loaded = with_key if changed is None else changed
     result.rows_duplicate_key = result.rows_failed = with_key - result.rows_loaded
@@ -86,6 +83,18 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
                     extra=fields(rows_duplicate_key=result.rows_duplicate_key, rows_null_key=result.rows_null_key,
                                  key_column=config.key_column))
     return result
+
+
+def _counted(counts: Future[list[int]], changed: int | None) -> tuple[int, int]:
+    """Source rows with a key and with a NULL key that the MERGE had to process; if counting them failed, the MERGE
+    has committed all the same: a warning, and no duplicate or NULL keys counted this run."""
+    try:
+        with_key, null_key = (int(n) for n in counts.result())
+    except (Abandoned, JobError, *ERRORS) as exc:
+        log.warning("the MERGE committed, but counting the source rows it had to process failed: this run counts "
+                    "no duplicated or NULL keys", extra=fields(rows_loaded=changed, error=str(exc)[:300]))
+        return changed or 0, 0
+    return with_key, null_key
 
 
 def select_sql(config: Config) -> str:
@@ -122,7 +131,11 @@ def _pending(config: Config, shard: Shard, skipped: TableId | None, *, null_keys
 
 
 def counts_sql(config: Config, shard: Shard, skipped: TableId | None, run_id: str) -> str:
-    """Rows with a key and rows with a NULL key, among the source rows still to process (``run_id``'s rows included)."""
+    """Rows with a key and rows with a NULL key, among the source rows still to process.
+
+    The rows ``run_id`` inserted count as still to process, so the count reads the same before and after that
+    run's MERGE commits: it runs beside the MERGE, one round trip less.
+    """
     key = f"s.`{config.key_column}`"
     return (f"SELECT [COUNT({key}), COUNTIF({key} IS NULL)]\n"
             f"{_pending(config, shard, skipped, null_keys=True, run_id=run_id)}")
@@ -162,7 +175,7 @@ def _dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Con
     it answers a dry run by running the query, which at 1,000,000 rows took 0.4 s instead of 0.04 s.
     """
     try:
-        return bq.dry_run(f"{sql}LIMIT 0")
+        return bq.dry_run(f"{sql}\nLIMIT 0")
     except api_exceptions.BadRequest as exc:
         message = " ".join(str(exc.message).split("\n")[0].split())[:MAX_MESSAGE_CHARS]
         raise JobError(f"{variable} (config key {config_key}) is not valid for source table {config.source_table}: "

@@ -88,7 +88,7 @@ def test_the_check_is_a_dry_run_sent_before_anything_is_written(job, holding_pro
 
 
 @pytest.mark.parametrize("transform_sql", [None, DEMO_SQL])
-def test_the_check_is_one_dry_run_that_reads_no_rows(job, recording_proxy, transform_sql):
+def test_the_check_is_one_dry_run_ending_in_limit_0(job, recording_proxy, transform_sql):
     job.seed(5)
 
     done = job.run(BIGQUERY_EMULATOR_HOST=recording_proxy.url, ETL_SOURCE_FILTER=DOE, ETL_TRANSFORM_SQL=transform_sql)
@@ -222,6 +222,36 @@ def test_the_count_beside_the_merge_reads_the_same_after_the_merge_committed(job
     (counted,) = job.client.query(counts_sql(config, Shard(), None, line["run_id"])).result()
 
     assert list(counted[0]) == [line["rows_loaded"] + line["rows_duplicate_key"], line["rows_null_key"]] == [3, 1]
+
+
+def test_the_count_takes_rows_without_a_run_id_for_rows_already_loaded(job):
+    # A destination made by hand, or given run_id by the ALTER TABLE the job suggests, has rows with a NULL run_id.
+    job.seed(3)
+    assert job.run(ETL_TRANSFORM_SQL=DEMO_SQL).returncode == 0
+    job.client.query(f"UPDATE `{job.destination}` SET run_id = NULL WHERE id = 1").result()
+    config = load_config(job.env(ETL_TRANSFORM_SQL=DEMO_SQL), is_tty=False)
+
+    (counted,) = job.client.query(counts_sql(config, Shard(), None, "a-later-run")).result()
+
+    assert list(counted[0]) == [0, 0]  # nothing is left to process
+
+
+def test_a_merge_that_commits_is_reported_when_its_count_is_given_up_at_a_stop(job, holding_proxy):
+    job.seed(5)
+    proxy = holding_proxy(b"COUNTIF")  # the count never gets an answer; the MERGE does
+    process = job.start(deadline=2, BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM_SQL=DEMO_SQL)
+    assert proxy.held.wait(60), "the job sent no count"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and job.count() < 5:  # the destination exists before the count is sent
+        time.sleep(0.2)
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 0, stderr
+    assert json.loads(stderr.strip().splitlines()[-1])["rows_loaded"] == 5
+    assert "gave up on the MERGE" not in stderr
+    assert "the MERGE committed, but counting the source rows it had to process failed" in stderr
 
 
 def test_sql_path_over_shards_equals_one_run(job):
