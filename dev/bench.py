@@ -245,8 +245,8 @@ def _verdict(ok: bool) -> str:
 
 def _header() -> None:
     print(f"Local BigQuery (bqemulator), {os.cpu_count()} cores. Each run in its own process against a fresh")
-    print(f"local BigQuery in another (best wall time and highest peak memory of {REPEATS} runs; one run of today's")
-    print(f"algorithm and of {LARGE_ROWS:,} rows).")
+    print(f"local BigQuery in another (best wall time and highest peak memory of {REPEATS} runs, the variants taking")
+    print(f"turns; one run of today's algorithm and of {LARGE_ROWS:,} rows).")
     print(f"Load average at start: {os.getloadavg()[0]:.1f}.\n")
     print(f"{'variant':<10} {'rows':>9} {'wall s':>8} {'rows/s':>10} {'peak MiB':>9}")
 
@@ -258,12 +258,24 @@ def _row(variant: str, rows: int, result: dict) -> None:
 
 def _variants() -> dict:
     """Every variant at ROWS, and the Python path at SMALL_ROWS (its memory is compared) and LARGE_ROWS: the best
-    wall time and the highest peak memory of REPEATS runs (one run of today's algorithm and of LARGE_ROWS)."""
+    wall time and the highest peak memory of REPEATS runs (one run of today's algorithm and of LARGE_ROWS).
+
+    The repeated variants take turns (each round runs every one once), so that a target's two sides are measured
+    under the same conditions when the machine's speed drifts during the benchmark.
+    """
+    plan = [("python", SMALL_ROWS), *((v, ROWS) for v in VARIANTS), ("python", LARGE_ROWS)]
+    once = [(variant, rows) for variant, rows in plan if variant == "rest" or rows == LARGE_ROWS]
+    runs: dict[tuple[str, int], list[dict]] = {point: [] for point in plan}
+    for round_ in range(REPEATS):
+        print(f"round {round_ + 1} of {REPEATS} ...", flush=True)
+        for point in plan:
+            if round_ == 0 or point not in once:
+                runs[point].append(_run_variant(*point))
     results = {}
-    for variant, rows in [("python", SMALL_ROWS), *((v, ROWS) for v in VARIANTS), ("python", LARGE_ROWS)]:
-        runs = [_run_variant(variant, rows) for _ in range(1 if variant == "rest" or rows == LARGE_ROWS else REPEATS)]
-        results[variant, rows] = {"seconds": min(r["seconds"] for r in runs), "peak_mib": max(r["peak_mib"] for r in runs)}
-        _row(variant, rows, results[variant, rows])
+    for point in plan:
+        results[point] = {"seconds": min(r["seconds"] for r in runs[point]),
+                          "peak_mib": max(r["peak_mib"] for r in runs[point])}
+        _row(*point, results[point])
     return results
 
 
