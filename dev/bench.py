@@ -4,8 +4,7 @@ Every variant runs in its own process against a freshly started local BigQuery (
 process), so wall time and peak memory (``ru_maxrss`` of that one child) are the variant's own.
 
 * python: the real ``python -m etl_job`` on the Python path (Storage Read API, Arrow, Parquet loads) with the
-  tutorial's rule in the batch form (``etl_job.transform:transform_batch``: Arrow compute, no Python per row),
-  at the batch size the README recommends for that form (BATCH_FORM_BATCH_SIZE).
+  tutorial's rule in the batch form (``etl_job.transform:transform_batch``: Arrow compute, no Python per row).
 * python_rows: the same with the rule in the row form (``etl_job.transform:transform``, the default): a Python
   function per row, as a rule that calls an API per row must be.
 * rest: the real job with today's algorithm before the Storage APIs (``pipeline.STORAGE_API=False``:
@@ -54,8 +53,7 @@ SHARD_CONCURRENCY = 4  # per shard process: what one task may run at once
 TARGET_SHARD_SPEEDUP = 1.5  # 4 shards against 1: 2 cores and one local BigQuery process limit it (README)
 REPEATS = 3  # runs of each variant but today's algorithm: the best wall time and the highest peak memory of 3
 VARIANTS = ("python", "python_rows", "rest", "floor", "sql", "bare_merge")  # each once at ROWS (today's takes a minute)
-BATCH_FORM_BATCH_SIZE = 50_000  # what the README recommends with the batch form: a batch costs a few ms whatever its size
-BATCH_FORM = {"ETL_TRANSFORM": BATCH_TRANSFORM, "ETL_BATCH_SIZE": str(BATCH_FORM_BATCH_SIZE)}
+BATCH_FORM = {"ETL_TRANSFORM": BATCH_TRANSFORM}
 TRANSFORM_SQL = (ROOT / "etl_job" / "transform.sql").read_text()
 
 
