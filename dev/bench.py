@@ -267,7 +267,7 @@ def _variants() -> dict:
     once = [(variant, rows) for variant, rows in plan if variant == "rest" or rows == LARGE_ROWS]
     runs: dict[tuple[str, int], list[dict]] = {point: [] for point in plan}
     for round_ in range(REPEATS):
-        print(f"round {round_ + 1} of {REPEATS} ...", flush=True)
+        print(f"round {round_ + 1} of {REPEATS} ...", file=sys.stderr, flush=True)
         for point in plan:
             if round_ == 0 or point not in once:
                 runs[point].append(_run_variant(*point))
