@@ -201,6 +201,13 @@ def business_columns(rows: list[dict]) -> list[dict]:
     return [{"id": r["id"], "name": r["name"], "score": r["score"]} for r in rows]
 
 
+def transform_module(directory: Path, name: str, source: str) -> dict[str, str]:
+    """The job's environment for a transform module written for one test (its own OUTPUT_COLUMNS need a module of
+    their own): ``source`` saved as ``<directory>/<name>.py``, its ``transform`` the job's transform."""
+    (directory / f"{name}.py").write_text(source)
+    return {"PYTHONPATH": str(directory), "ETL_TRANSFORM": f"{name}:transform"}
+
+
 def log_lines(stderr: str) -> list[dict]:
     """The job's JSON log lines (every stderr line must be one)."""
     return [json.loads(line) for line in stderr.splitlines() if line.strip()]

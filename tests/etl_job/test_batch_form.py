@@ -20,6 +20,7 @@ from tests.support import (
     sigterm_after_batches,
     source_row,
     source_schema,
+    transform_module,
 )
 
 
@@ -93,14 +94,14 @@ def test_a_value_that_cannot_become_a_python_value_rejects_its_part_of_the_batch
 
 def test_json_text_bigquery_would_refuse_is_a_row_error_not_a_failed_merge(job, tmp_path):
     job.seed(20)
-    (tmp_path / "json_batch.py").write_text(
-        "import pyarrow as pa\nfrom etl_job import batch_transform\n"
-        "OUTPUT_COLUMNS = {'doc': 'JSON'}\n"
-        "@batch_transform\ndef transform(rows):\n"
-        "    docs = ['{\"a\": NaN}' if i % 5 == 0 else '{\"a\": 1}' for i in rows['id'].to_pylist()]\n"
-        "    return pa.table({'doc': pa.array(docs, pa.string())})\n")
+    env = transform_module(tmp_path, "json_batch",
+                           "import pyarrow as pa\nfrom etl_job import batch_transform\n"
+                           "OUTPUT_COLUMNS = {'doc': 'JSON'}\n"
+                           "@batch_transform\ndef transform(rows):\n"
+                           "    docs = ['{\"a\": NaN}' if i % 5 == 0 else '{\"a\": 1}' for i in rows['id'].to_pylist()]\n"
+                           "    return pa.table({'doc': pa.array(docs, pa.string())})\n")
 
-    done = job.run(PYTHONPATH=str(tmp_path), ETL_TRANSFORM="json_batch:transform")
+    done = job.run(**env)
 
     assert done.returncode == 3, done.stderr
     assert [r["id"] for r in job.rows()] == [i for i in range(1, 21) if i % 5]

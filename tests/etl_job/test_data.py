@@ -20,6 +20,7 @@ from tests.support import (
     log_lines,
     source_row,
     source_schema,
+    transform_module,
 )
 
 
@@ -217,7 +218,7 @@ def test_an_endpoint_that_accepts_and_never_answers_fails_in_about_a_minute_nami
 
 def test_repeated_and_struct_output_columns_load(job, tmp_path):
     job.seed(4)
-    (tmp_path / "nested_transform.py").write_text(
+    env = transform_module(tmp_path, "nested_transform",
         "OUTPUT_COLUMNS = {'tags': 'ARRAY<STRING>', 'address': 'STRUCT<city STRING, lines ARRAY<STRING>>',\n"
         "                  'visits': 'ARRAY<STRUCT<n INT64, ok BOOL>>'}\n"
         "def transform(row):\n"
@@ -225,7 +226,7 @@ def test_repeated_and_struct_output_columns_load(job, tmp_path):
         "    return {'tags': ['t'] * i, 'address': {'city': f'c{i}', 'lines': [str(i), '']},\n"
         "            'visits': [{'n': i, 'ok': i % 2 == 0}]}\n")
 
-    done = job.run(PYTHONPATH=str(tmp_path), ETL_TRANSFORM="nested_transform:transform")
+    done = job.run(**env)
 
     assert done.returncode == 0, done.stderr
     rows = job.rows()
@@ -237,10 +238,10 @@ def test_repeated_and_struct_output_columns_load(job, tmp_path):
 
 def test_a_misspelt_output_column_type_is_one_clear_error(job, tmp_path):
     job.seed(2)
-    (tmp_path / "typo_transform.py").write_text("OUTPUT_COLUMNS = {'sentiment': 'FLAOT64'}\n"
-                                                "def transform(row):\n    return {'sentiment': 0.5}\n")
+    env = transform_module(tmp_path, "typo_transform", "OUTPUT_COLUMNS = {'sentiment': 'FLAOT64'}\n"
+                                                       "def transform(row):\n    return {'sentiment': 0.5}\n")
 
-    done = job.run(PYTHONPATH=str(tmp_path), ETL_TRANSFORM="typo_transform:transform")
+    done = job.run(**env)
 
     assert done.returncode == 1
     assert_no_traceback(done)

@@ -18,6 +18,7 @@ from tests.support import (
     log_lines,
     sigterm_after_batches,
     source_row,
+    transform_module,
 )
 
 
@@ -245,9 +246,9 @@ def test_a_transform_can_add_columns_and_a_destination_without_them_is_a_clear_e
 
 def test_a_broken_transform_module_is_a_clear_error_naming_the_file_and_line(job, tmp_path):
     job.seed(3)
-    (tmp_path / "broken_transform.py").write_text("import json\n\ndef transform(row)\n    return row\n")
+    env = transform_module(tmp_path, "broken_transform", "import json\n\ndef transform(row)\n    return row\n")
 
-    done = job.run(PYTHONPATH=str(tmp_path), ETL_TRANSFORM="broken_transform:transform")
+    done = job.run(**env)
 
     assert done.returncode == 1
     assert_no_traceback(done)

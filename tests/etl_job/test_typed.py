@@ -14,7 +14,7 @@ import pytest
 
 from etl_job import bigquery_io, schema
 from tests.etl_job import typed
-from tests.support import log_lines
+from tests.support import log_lines, transform_module
 
 UNCHANGED = "tests.etl_job.transforms:unchanged"
 REST_PATH = {"etl_job.pipeline.STORAGE_API": False}
@@ -118,11 +118,10 @@ def test_geography_the_local_bigquery_cannot_read_is_checked_on_the_wire(job, re
     # transform adds (written, never read back) and the value is checked on the wire.
     assert "GEOGRAPHY" in typed.LOCAL_LIMITS
     job.seed(3)
-    (tmp_path / "geo_transform.py").write_text(
-        "OUTPUT_COLUMNS = {'place': 'GEOGRAPHY'}\n"
-        "def transform(row):\n    return {'place': f\"POINT({row['id']} 52.5)\"}\n")
+    env = transform_module(tmp_path, "geo_transform", "OUTPUT_COLUMNS = {'place': 'GEOGRAPHY'}\n"
+                                                      "def transform(row):\n    return {'place': f\"POINT({row['id']} 52.5)\"}\n")
 
-    done = job.run(BIGQUERY_EMULATOR_HOST=recording_proxy.url, PYTHONPATH=str(tmp_path), ETL_TRANSFORM="geo_transform:transform")
+    done = job.run(BIGQUERY_EMULATOR_HOST=recording_proxy.url, **env)
 
     assert done.returncode == 0, done.stderr
     assert job.count() == 3
