@@ -234,10 +234,11 @@ def kill_after_first_batch(process: subprocess.Popen) -> None:
 
 def sigterm_after_batches(process: subprocess.Popen, batches: int) -> str:
     """SIGTERM a started job once it has logged ``batches`` "batch done" lines; return all it wrote to stderr."""
-    stderr = []
+    stderr, done = [], 0
     for line in process.stderr:
         stderr.append(line)
-        if sum('"batch done"' in seen for seen in stderr) == batches:
+        done += '"batch done"' in line
+        if done == batches:
             process.send_signal(signal.SIGTERM)
             break
     _, rest = process.communicate(timeout=60)

@@ -52,7 +52,7 @@ def _source(job) -> TableId:
     return TableId.parse(job.source)
 
 
-def test_streams_take_turns_so_at_most_buffer_messages_wait_however_many_streams(job, local_bigquery, monkeypatch):
+def test_streams_take_turns_so_at_most_buffer_messages_wait_however_many_streams(job, monkeypatch):
     decoded = [0]
     decode = pa.ipc.read_record_batch
 
@@ -61,7 +61,7 @@ def test_streams_take_turns_so_at_most_buffer_messages_wait_however_many_streams
         return decode(*args, **kwargs)
 
     monkeypatch.setattr(pa.ipc, "read_record_batch", counted)
-    read_client = arrow_io.client(None, local_bigquery.grpc)
+    read_client = arrow_io.client(None, job.grpc)
     session = arrow_io.open_session(read_client, _source(job), ["id"], 4, timeout=60)
     assert len(session.streams) == 4  # else this would not test several streams (the local BigQuery gives 4)
     counting = _Counting(read_client, decoded)

@@ -14,7 +14,7 @@ import pytest
 
 from etl_job import bigquery_io, schema
 from tests.etl_job import typed
-from tests.support import log_lines, transform_module
+from tests.support import TRANSFORMS, log_lines, transform_module
 
 UNCHANGED = "tests.etl_job.transforms:unchanged"
 REST_PATH = {"etl_job.pipeline.STORAGE_API": False}
@@ -83,7 +83,7 @@ def test_every_type_arrives_value_for_value_through_the_batch_form(job, transfor
     # them all, so each column goes through the column checks (a cast to its type, JSON text parsed).
     typed.create_source(job.client, job.source)
 
-    done = job.run(ETL_TRANSFORM=f"tests.etl_job.transforms:{transform}", ETL_KEY_COLUMN="key", ETL_BATCH_SIZE="4")
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:{transform}", ETL_KEY_COLUMN="key", ETL_BATCH_SIZE="4")
 
     assert done.returncode == 0, (done.stderr, job.rows(job.errors) if done.returncode == 3 else None)
     typed.assert_same(typed.read(job.client, job.destination))
