@@ -28,9 +28,8 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from etl_job.contract import LOCAL_GRPC_PORT_OFFSET
+from etl_job.contract import LOCAL_GRPC_PORT_OFFSET, local_grpc_address
 
 _READY_PREFIX = "LOCAL_BIGQUERY_URL="
 _START_TIMEOUT_SECONDS = 60
@@ -97,8 +96,7 @@ class LocalBigQuery:
     @property
     def grpc(self) -> str:
         """The Storage Read API's ``host:port`` (gRPC, no TLS)."""
-        parts = urlsplit(self.url)
-        return f"{parts.hostname}:{(parts.port or 0) + LOCAL_GRPC_PORT_OFFSET}"
+        return local_grpc_address(self.url)
 
     def start(self) -> LocalBigQuery:
         """Start the emulator and wait until it answers; returns self."""

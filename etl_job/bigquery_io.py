@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 from google.api_core import exceptions as api_exceptions
@@ -70,8 +69,7 @@ def storage_endpoint(env: Mapping[str, str]) -> str | None:
                            f"Storage Read API would still go to Google's: set {contract.BIGQUERY_STORAGE_EMULATOR_HOST} "
                            "to the gRPC host:port that serves it beside that endpoint (e.g. 127.0.0.1:9060)")
         return None
-    parts = urlsplit(emulator)
-    return f"{parts.hostname}:{(parts.port or 80) + contract.LOCAL_GRPC_PORT_OFFSET}"
+    return contract.local_grpc_address(emulator)
 
 
 def call_limit() -> float:

@@ -12,6 +12,7 @@ configured. Tests check both sides against this module.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -48,6 +49,14 @@ BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
 # host of BIGQUERY_EMULATOR_HOST on its port + 10 (bqemulator's own layout: 9050 REST, 9060 gRPC).
 BIGQUERY_STORAGE_EMULATOR_HOST = "BIGQUERY_STORAGE_EMULATOR_HOST"
 LOCAL_GRPC_PORT_OFFSET = 10  # the "+ 10" above: the local BigQuery's gRPC port from its REST port
+
+
+def local_grpc_address(rest_url: str) -> str:
+    """The local BigQuery's Storage Read API (gRPC ``host:port``) beside its REST URL."""
+    parts = urlsplit(rest_url)
+    return f"{parts.hostname}:{(parts.port or 80) + LOCAL_GRPC_PORT_OFFSET}"
+
+
 # Tests and local development only, never set by the stack: send the BigQuery requests made with the
 # real credentials (not anonymous ones, unlike BIGQUERY_EMULATOR_HOST) to this URL instead of Google's.
 BIGQUERY_ENDPOINT = "ETL_BIGQUERY_ENDPOINT"

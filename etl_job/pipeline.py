@@ -640,8 +640,7 @@ class _Loader:
     def __init__(self, bq: BigQuery, tables: _Tables, result: RunResult, started: float, stop: stopping.Stop) -> None:
         self._bq, self._tables, self._result, self._started, self._stop = bq, tables, result, started, stop
         self._queue: queue.Queue[_Batch | None] = queue.Queue()
-        self._arrow_schema = tables.staging_arrow
-        self._gathered = arrow_io.Parquet(self._arrow_schema)  # transformed rows not loaded yet (whole batches)
+        self._gathered = arrow_io.Parquet(tables.staging_arrow)  # transformed rows not loaded yet (whole batches)
         self._in_hand = 0  # rows of the batch being loaded, neither gathered nor landed yet
         # The gathered rows being loaded and MERGEd on the lander thread while more are gathered (one at a time:
         # the staging table is one), how many rows it carries, and those a load job refused (see _land).
@@ -705,12 +704,12 @@ class _Loader:
         lineage = {"run_id": pa.repeat(self._result.run_id, rows),
                    "processed_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), rows)}
         return pa.Table.from_arrays([lineage[name] if name in lineage else table[name] for name in
-                                     self._arrow_schema.names], schema=self._arrow_schema)
+                                     self._tables.staging_arrow.names], schema=self._tables.staging_arrow)
 
     def _convert(self, rows: list[Row], failed: list[Failure]) -> Any:
         """The rows as Arrow; a row whose values do not convert is found by halving, without a load job."""
         try:
-            return arrow_io.to_arrow(rows, self._arrow_schema, self._tables.staging_schema)
+            return arrow_io.to_arrow(rows, self._tables.staging_arrow, self._tables.staging_schema)
         except arrow_io.CONVERSION_ERRORS as exc:
             if len(rows) == 1:
                 _reject(rows[0], exc, failed, self._tables.key)
@@ -728,7 +727,7 @@ class _Loader:
             gathered.finish()
             self._landing_failed = []
             self._landing = self._lander.submit(self._land, gathered, self._landing_failed)
-            self._landing_rows, self._gathered = gathered.rows, arrow_io.Parquet(self._arrow_schema)
+            self._landing_rows, self._gathered = gathered.rows, arrow_io.Parquet(self._tables.staging_arrow)
         if final:
             inserted += self._landed(failed)
         return inserted
@@ -770,7 +769,7 @@ class _Loader:
         except Abandoned:
             # A load or MERGE given up on either committed or not: the next run redoes whatever is missing.
             unsettled = self._in_hand + self._gathered.rows + self._landing_rows + len(skipped) + len(failed)
-            self._gathered = arrow_io.Parquet(self._arrow_schema)
+            self._gathered = arrow_io.Parquet(self._tables.staging_arrow)
             self._landing, self._landing_rows = None, 0
             result.rows_abandoned += unsettled
             log.warning("gave up on the batch in flight at the stop deadline; the next run redoes what did not land",
