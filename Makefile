@@ -10,6 +10,8 @@ CHECKOV_VENV := .venv-checkov
 # LocalStack 4.12 in its own venv: its pinned dependencies clash with the CDK's (requirements-localstack.in).
 LOCALSTACK_VENV := .venv-localstack
 LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed
+# The job's own dependencies only, as its image has them (etl_job/requirements.txt): the processes `make bench` times.
+JOB_VENV := .venv-job
 CDK := node_modules/.bin/cdk
 
 # Offline and quiet: no version check, no update notifier, no telemetry (cdk.json), a local CLI home.
@@ -39,6 +41,11 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 $(LOCALSTACK_STAMP): requirements-localstack.txt | $(VENV)/.installed
 	python3 -m venv $(LOCALSTACK_VENV)
 	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(LOCALSTACK_VENV)/bin/python requirements-localstack.txt
+	touch $@
+
+$(JOB_VENV)/.installed: etl_job/requirements.txt | $(VENV)/.installed
+	python3 -m venv $(JOB_VENV)
+	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(JOB_VENV)/bin/python etl_job/requirements.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -106,7 +113,7 @@ run-now: setup ## Start one run of the deployed STAGE now (SHARD=k: rerun one sh
 stop-runs: setup ## Stop the deployed STAGE's running executions and tasks (the job settles on SIGTERM)
 	$(PY) -m ops.runs stop --stage $(STAGE)
 
-bench: setup ## Benchmark the job against the tutorial's algorithm and the backend's floor
+bench: setup $(JOB_VENV)/.installed ## Benchmark the job against the tutorial's algorithm and the backend's floor
 	$(PY) -m dev.bench
 
 clean: ## Remove build output (keeps the installed environments)
