@@ -42,7 +42,7 @@ from etl_job.logs import fields
 
 if TYPE_CHECKING:  # imported when the run needs them: the google client is slow to import
     from etl_job.bigquery_io import BigQuery
-    from etl_job.pipeline import RunResult
+    from etl_job.runs import RunResult
 
 log = logging.getLogger("etl_job")
 _M_ARENA_MAX, _M_MMAP_THRESHOLD = -8, -3  # glibc's mallopt parameters
@@ -120,17 +120,19 @@ def _run(config: config_module.Config, stop: stopping.Stop) -> tuple[RunResult, 
         credentials.forget_secret_environment()
     log.info("using Google credentials", extra=fields(credentials=auth.description))
     transform = None if config.transform_sql else config_module.import_transform(config.transform)
-    # the google client is slow to import: only when needed
-    from etl_job import bigquery_io, pipeline, sql_transform
+    # the google client is slow to import: only when needed (and the SQL path never imports the Python path's)
+    from etl_job import bigquery_io, runs, sql_transform
 
     bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop,
                               max_bytes_billed=config.max_bytes_billed,
                               storage_endpoint=bigquery_io.storage_endpoint(os.environ))
     try:
-        shard = pipeline.Shard(config.shard_index, config.shard_count)
+        shard = runs.Shard(config.shard_index, config.shard_count)
         if transform is None:  # SQL push-down: one MERGE inside BigQuery
             result = sql_transform.run(config, bq, stop, shard=shard)
         else:
+            from etl_job import pipeline
+
             sql_transform.check_source_filter(config, bq)
             function, output_columns = transform
             result = pipeline.run(config, bq, function, stop, shard=shard, output_columns=output_columns)

@@ -60,7 +60,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
@@ -77,13 +76,10 @@ from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import MAX_ERROR_CHARS, JobError
 from etl_job.logs import fields
+from etl_job.runs import LINEAGE, RunResult, Shard, filter_sql, new_run_id, require_dataset
 
 log = logging.getLogger(__name__)
 
-LINEAGE = (
-    bigquery.SchemaField("run_id", "STRING", description="the run that wrote the row"),
-    bigquery.SchemaField("processed_at", "TIMESTAMP", description="when the row was transformed and loaded"),
-)
 STAGING_EXPIRY = datetime.timedelta(days=1)  # BigQuery drops a staging table a killed run left behind
 MAX_REJECTED_PER_BATCH = 10  # rows a load job may reject (one load) before the run fails (not the rows' fault)
 COPIES = "_etl_key_copies"  # extract column: how many source rows share the row's key
@@ -110,39 +106,6 @@ Unit = Any  # what one staging load writes: rows (today's JSON load), or arrow_i
 Transform = Callable[[Any], object]  # the row form (a Row) or the batch form (a pyarrow Table: arrow_transform)
 
 
-@dataclass(frozen=True)
-class Shard:
-    """A slice of the key space: rows whose key hashes to ``index`` modulo ``count``."""
-
-    index: int = 0
-    count: int = 1
-
-
-@dataclass
-class RunResult:
-    """What a run did; ``complete`` is False when it stopped before reading all its input."""
-
-    run_id: str
-    rows_read: int = 0
-    rows_loaded: int = 0
-    rows_failed: int = 0  # rows written to the errors table: transform failures, bad values, duplicate keys
-    rows_skipped: int = 0  # rows the transform skipped (SKIP): recorded, not read again
-    rows_duplicate_key: int = 0  # of rows_failed: the extra rows of a key several source rows share
-    rows_null_key: int = 0  # source rows with a NULL key: neither loaded nor in the errors table
-    rows_abandoned: int = 0  # rows left for the next run because this one stopped
-    rows_checked_by_row: int = 0  # batch form: rows the column checks did not pass, checked one by one instead
-    batches: int = 0
-    complete: bool = False
-    seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "transform": 0.0, "load": 0.0})
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id, e.g. ``20240131T050000Z-1a2b3c4d``."""
-    now = datetime.datetime.now(datetime.UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-
-
 def extract_sql(source: TableId, destination: TableId, skipped: TableId | None, key: str, *,
                 source_filter: str | None = None, json_columns: Iterable[str] = (), sharded: bool = False) -> str:
     """The extract query: one row per key (of this shard) neither loaded nor skipped yet, with its key's row count.
@@ -163,14 +126,6 @@ def extract_sql(source: TableId, destination: TableId, skipped: TableId | None, 
         + f"{shard}"
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1"
     )
-
-
-def filter_sql(source_filter: str | None) -> str:
-    """The source filter (ETL_SOURCE_FILTER) as a WHERE condition on ``s``, or nothing.
-
-    On lines of its own, so that a ``--`` comment in it ends with it.
-    """
-    return f"  AND (\n{source_filter}\n)\n" if source_filter else ""
 
 
 def null_keys_sql(source: TableId, key: str, *, source_filter: str | None = None) -> str:
@@ -390,16 +345,6 @@ def _errors_schema(key: bigquery.SchemaField) -> list[bigquery.SchemaField]:
         bigquery.SchemaField("column", "STRING", description="the column whose value would not load, if one"),
         bigquery.SchemaField("value", "STRING", description="that value, or the start of it"),
     ]
-
-
-def require_dataset(bq: BigQuery, table: TableId) -> None:
-    """Raise a JobError naming the `bq mk` command unless the destination table's dataset exists."""
-    if not bq.dataset_exists(table):
-        dataset = f"{table.project}:{table.dataset}"
-        raise JobError(
-            f"dataset {dataset.replace(':', '.')} of ETL_DESTINATION_TABLE does not exist: create it "
-            f"(bq mk --dataset --location=<the source's location> {dataset})"
-        )
 
 
 def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:

@@ -29,7 +29,7 @@ from etl_job.bigquery_io import ERRORS, Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import JobError
 from etl_job.logs import fields
-from etl_job.pipeline import LINEAGE, RunResult, Shard, filter_sql, new_run_id, require_dataset
+from etl_job.runs import LINEAGE, RunResult, Shard, filter_sql, new_run_id, require_dataset
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 from google.cloud import bigquery
 
 from etl_job.config import BATCH_TRANSFORM
-from etl_job.pipeline import LINEAGE
+from etl_job.runs import LINEAGE
 from tests.support import (
     TRANSFORMS,
     assert_no_traceback,
