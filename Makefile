@@ -10,7 +10,8 @@ CHECKOV_VENV := .venv-checkov
 # LocalStack 4.12 in its own venv: its pinned dependencies clash with the CDK's (requirements-localstack.in).
 LOCALSTACK_VENV := .venv-localstack
 LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed
-# The job's own dependencies only, as its image has them (etl_job/requirements.txt): the processes `make bench` times.
+# The job's own dependencies only, compiled to bytecode, as its image has them (etl_job/requirements.txt): the
+# processes `make bench` times (without bytecode each would spend about 0.4 s more compiling the BigQuery client).
 JOB_VENV := .venv-job
 CDK := node_modules/.bin/cdk
 
@@ -45,7 +46,7 @@ $(LOCALSTACK_STAMP): requirements-localstack.txt | $(VENV)/.installed
 
 $(JOB_VENV)/.installed: etl_job/requirements.txt | $(VENV)/.installed
 	python3 -m venv $(JOB_VENV)
-	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(JOB_VENV)/bin/python etl_job/requirements.txt
+	$(VENV)/bin/uv pip sync --quiet --require-hashes --compile-bytecode --python $(JOB_VENV)/bin/python etl_job/requirements.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
