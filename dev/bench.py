@@ -8,13 +8,9 @@ job's own dependencies (JOB_PYTHON), as in its image.
   tutorial's rule in the batch form (``etl_job.transform:transform_batch``: Arrow compute, no Python per row).
 * python_rows: the same with the rule in the row form (``etl_job.transform:transform``, the default): a Python
   function per row, as a rule that calls an API per row must be.
-* rest: the real job with today's algorithm before the Storage APIs (``pipeline.STORAGE_API=False``:
-  REST query pages, a JSON load and a MERGE per batch).
-* floor: what this backend allows at best for the Python path: a Storage Read of the source
-  (Arrow, the job's READ_STREAMS streams), then one Parquet load of the same rows.
+* rest, floor: today's algorithm, and what this backend allows at best for the Python path (``dev.floors``).
 * sql: the real ``python -m etl_job`` on the SQL path (ETL_TRANSFORM_SQL from etl_job/transform.sql).
-* bare_merge: the SQL path's floor: a process that only creates the destination and runs one bare
-  MERGE of the same rows (same client, same machine), with none of the job's checks.
+* bare_merge: the SQL path's floor, a bare MERGE of the same rows (``dev.floors``).
 * shards: the fan-out, as N real job processes (one per shard, as N Fargate tasks would be) started
   together on an I/O-bound transform with a per-process concurrency cap (an API's per-client limit).
 """
@@ -25,12 +21,12 @@ import argparse
 import io
 import json
 import os
-import runpy
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from dev import floors
 from dev.local_bigquery import PROJECT, LocalBigQuery
 from etl_job.config import BATCH_TRANSFORM
 
@@ -71,18 +67,6 @@ def slow_transform(row: dict) -> dict:
     return transform(row)
 
 
-def _schema():
-    from google.cloud import bigquery
-
-    return [
-        bigquery.SchemaField("id", "INT64", mode="REQUIRED"),
-        bigquery.SchemaField("name", "STRING"),
-        bigquery.SchemaField("email", "STRING"),
-        bigquery.SchemaField("amount", "FLOAT64"),
-        bigquery.SchemaField("created_at", "TIMESTAMP"),
-    ]
-
-
 def _seed(client, rows: int) -> None:
     """The source table with ``rows`` rows, written with one Parquet load (a JSON load of 1M rows takes long)."""
     import datetime
@@ -105,7 +89,7 @@ def _seed(client, rows: int) -> None:
     body = io.BytesIO()
     pq.write_table(table, body)
     body.seek(0)
-    config = bigquery.LoadJobConfig(schema=_schema(), source_format="PARQUET")
+    config = bigquery.LoadJobConfig(schema=floors.schema(), source_format="PARQUET")
     client.load_table_from_file(body, SOURCE, job_config=config).result()
 
 
@@ -139,12 +123,12 @@ def _run_variant(variant: str, rows: int, extra_env: dict | None = None) -> dict
             "ETL_SOURCE_TABLE": SOURCE,
             "ETL_DESTINATION_TABLE": DESTINATION,
             "ETL_LOG_FORMAT": "json",
-            **({"ETL_TRANSFORM_SQL": TRANSFORM_SQL} if variant == "sql" else {}),
+            **({"ETL_TRANSFORM_SQL": TRANSFORM_SQL} if variant in ("sql", "bare_merge") else {}),
             **(BATCH_FORM if variant == "python" else {}),
             **(extra_env or {}),
         }
         job = variant in ("python", "python_rows", "sql")
-        command = [JOB_PYTHON, "-m", "etl_job"] if job else [JOB_PYTHON, "-m", "dev.bench", "--variant", variant]
+        command = [JOB_PYTHON, "-m", "etl_job"] if job else [JOB_PYTHON, "-m", "dev.floors", variant]
         seconds, peak_mib, code = _measure(command, env)
         loaded = next(iter(client.query(f"SELECT COUNT(*) AS n FROM `{DESTINATION}`").result())).n
     if code != 0 or loaded != rows:
@@ -182,67 +166,6 @@ def _shard_checks() -> list[tuple[bool, str]]:
     speedup = best[1] / best[SHARD_COUNTS[-1]]
     return [(speedup >= TARGET_SHARD_SPEEDUP,
              f"{SHARD_COUNTS[-1]} shards >= {TARGET_SHARD_SPEEDUP:g}x faster than 1 ({speedup:.1f}x)")]
-
-
-def _rest() -> None:
-    """The real job with today's algorithm before the Storage APIs: REST query pages, JSON loads."""
-    from etl_job import pipeline
-
-    pipeline.STORAGE_API = False
-    sys.argv = ["etl_job"]
-    runpy.run_module("etl_job", run_name="__main__", alter_sys=True)
-
-
-def _floor() -> None:
-    """The least this backend needs for the Python path: a Storage Read of the source, then one Parquet load."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from google.cloud import bigquery
-
-    from etl_job import arrow_io, bigquery_io
-    from etl_job.config import TableId
-
-    client = _client()
-    endpoint = bigquery_io.storage_endpoint(os.environ)
-    read_client = arrow_io.client(None, endpoint)
-    session = arrow_io.open_session(read_client, TableId(PROJECT, DATASET, "source"), [f.name for f in _schema()],
-                                    bigquery_io.READ_STREAMS, timeout=60)
-    reader = arrow_io.Reader(read_client, session, bigquery_io.READ_BUFFER)
-    batches = []
-    while (batch := reader.next_rows(1_000_000)) is not None:
-        batches.append(batch)
-    body = io.BytesIO()
-    pq.write_table(pa.concat_tables(batches), body)
-    config = bigquery.LoadJobConfig(schema=_schema(), write_disposition="WRITE_TRUNCATE", source_format="PARQUET")
-    body.seek(0)
-    client.load_table_from_file(body, DESTINATION, job_config=config).result()
-
-
-def _bare_merge() -> None:
-    """The SQL path's floor: create the destination, then one MERGE of the transformed rows, nothing else."""
-    from google.cloud import bigquery
-
-    client = _client()
-    lineage = [bigquery.SchemaField("run_id", "STRING"), bigquery.SchemaField("processed_at", "TIMESTAMP")]
-    client.create_table(bigquery.Table(DESTINATION, schema=_schema() + lineage))
-    columns = ", ".join(f.name for f in _schema() + lineage)
-    client.query(
-        f"MERGE `{DESTINATION}` AS T USING (SELECT\n{TRANSFORM_SQL}\n, 'bench' AS run_id, "
-        f"CURRENT_TIMESTAMP() AS processed_at FROM `{SOURCE}` AS s) AS S ON T.id = S.id "
-        f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({', '.join('S.' + c for c in columns.split(', '))})"
-    ).result()
-
-
-def _client():
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    return bigquery.Client(
-        project=PROJECT,
-        credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=os.environ["BIGQUERY_EMULATOR_HOST"]),
-    )
 
 
 def _verdict(ok: bool) -> str:
@@ -374,11 +297,5 @@ def _only_shards() -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=("rest", "floor", "bare_merge"), help=argparse.SUPPRESS)
     parser.add_argument("--only-shards", action="store_true", help="run only the fan-out line")
-    args = parser.parse_args()
-    run = {"rest": _rest, "floor": _floor, "bare_merge": _bare_merge}.get(args.variant)
-    if run is not None:
-        run()
-    else:
-        sys.exit(_only_shards() if args.only_shards else main())
+    sys.exit(_only_shards() if parser.parse_args().only_shards else main())
