@@ -115,6 +115,7 @@ stop-runs: setup ## Stop the deployed STAGE's running executions and tasks (the 
 	$(PY) -m ops.runs stop --stage $(STAGE)
 
 bench: setup $(JOB_VENV)/.installed ## Benchmark the job against the tutorial's algorithm and the backend's floor
+	$(JOB_VENV)/bin/python -m compileall -q etl_job dev  # as the image compiles the job (PYTHONDONTWRITEBYTECODE aside)
 	$(PY) -m dev.bench
 
 clean: ## Remove build output (keeps the installed environments)

@@ -72,6 +72,7 @@ def bare_merge() -> None:
 
     source, destination = os.environ["ETL_SOURCE_TABLE"], os.environ["ETL_DESTINATION_TABLE"]
     client = _client()
+    # The job's lineage columns (etl_job.runs.LINEAGE), written out: importing the job would slow this floor down.
     lineage = [bigquery.SchemaField("run_id", "STRING"), bigquery.SchemaField("processed_at", "TIMESTAMP")]
     client.create_table(bigquery.Table(destination, schema=schema() + lineage))
     columns = [f.name for f in schema() + lineage]
@@ -94,7 +95,7 @@ def _client():
     )
 
 
-VARIANTS = {"floor": floor, "bare_merge": bare_merge, "rest": rest}
+PROCESSES = {"floor": floor, "bare_merge": bare_merge, "rest": rest}
 
 if __name__ == "__main__":
-    VARIANTS[sys.argv[1]]()
+    PROCESSES[sys.argv[1]]()

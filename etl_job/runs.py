@@ -9,12 +9,15 @@ from __future__ import annotations
 import datetime
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from google.cloud import bigquery
 
-from etl_job.bigquery_io import BigQuery
 from etl_job.config import TableId
 from etl_job.errors import JobError
+
+if TYPE_CHECKING:
+    from etl_job.bigquery_io import BigQuery
 
 LINEAGE = (
     bigquery.SchemaField("run_id", "STRING", description="the run that wrote the row"),
