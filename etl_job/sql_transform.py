@@ -47,12 +47,15 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
     """Check, then MERGE every source row not yet in the destination, transformed by the SELECT list, in one statement."""
     started = time.monotonic()
     result = RunResult(run_id=new_run_id(), timings={"check": 0.0, "merge": 0.0})
-    source = _source_schema(config, bq)
-    output = _checked_output(config, bq)
-    columns = _output_columns(config, output)
-    _prepare_destination(config, bq, source, output)
-    skipped_keys = skipped_table(config)
-    skipped = skipped_keys if bq.get_table(skipped_keys) is not None else None
+    with ThreadPoolExecutor(3, thread_name_prefix="check") as reads:  # independent round trips: at once
+        checked = reads.submit(_checked_output, config, bq)
+        destination = reads.submit(bq.get_table, config.destination_table)
+        skipped_keys = reads.submit(bq.get_table, skipped_table(config))
+        source = _source_schema(config, bq)  # a missing source is named first, as the dry run would fail too
+        output = checked.result()
+        columns = _output_columns(config, output)
+        _prepare_destination(config, bq, source, output, destination.result())
+        skipped = skipped_table(config) if skipped_keys.result() is not None else None
     result.timings["check"] = time.monotonic() - started
     if stop.is_set():
         return result
@@ -209,9 +212,9 @@ def _output_columns(config: Config, output: list[bigquery.SchemaField]) -> list[
     return names + lineage
 
 
-def _prepare_destination(config: Config, bq: BigQuery, source: list[bigquery.SchemaField], output: list[bigquery.SchemaField]) -> None:
+def _prepare_destination(config: Config, bq: BigQuery, source: list[bigquery.SchemaField], output: list[bigquery.SchemaField],
+                         destination: bigquery.Table | None) -> None:
     """Create the destination (the output's columns, typed as in the source where they match, then lineage) or check it."""
-    destination = bq.get_table(config.destination_table)
     if destination is not None:
         missing = [f for f in [*output, *LINEAGE] if f.name not in {d.name for d in destination.schema}]
         if missing:

@@ -21,6 +21,7 @@ class _Hold(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.proxy.bodies.append(body)
+        self.proxy.requests.append(f"{self.command} {self.path}")
         if self.proxy.hold in body:
             self.proxy.held.set()
             self.proxy.release.wait(60)
@@ -45,6 +46,7 @@ class HoldingProxy:
         self.target = urlsplit(target_url)
         self.hold = hold
         self.bodies: list[bytes] = []
+        self.requests: list[str] = []  # "GET /bigquery/v2/projects/...", in the order they came
         self.held = threading.Event()  # set once a request was held
         self.release = threading.Event()  # set to drop the held requests
         handler = type("Handler", (_Hold,), {"proxy": self})

@@ -102,6 +102,29 @@ def test_the_check_is_one_dry_run_ending_in_limit_0(job, recording_proxy, transf
     assert b"LIMIT 0" in dry_runs[0]
 
 
+def test_the_checks_reads_go_out_together_with_the_dry_run(job, holding_proxy):
+    """Each is a round trip (a tenth of a second or more on BigQuery): the destination and skipped-keys tables are
+    read while the dry run is still out, not after it."""
+    job.seed(5)
+    proxy = holding_proxy(b'"dryRun": true')
+
+    process = job.start(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM_SQL=DEMO_SQL)
+    try:
+        assert proxy.held.wait(30), "the job sent no dry run"
+        deadline = time.monotonic() + 30
+        while not {"destination", "destination_skipped"} <= tables_read(proxy) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert {"destination", "destination_skipped"} <= tables_read(proxy)
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+
+
+def tables_read(proxy) -> set[str]:
+    """The tables whose metadata the job asked for (GET .../tables/<name>)."""
+    return {r.split("?")[0].rsplit("/tables/", 1)[1] for r in proxy.requests if r.startswith("GET ") and "/tables/" in r}
+
+
 def test_sql_path_gives_the_same_destination_rows_as_the_python_path(job):
     job.seed(50)
     python_destination, sql_destination = f"{job.destination}_py", f"{job.destination}_sql"
