@@ -160,6 +160,7 @@ class Parquet:
         self._file = io.BytesIO()
         self._writer = pq.ParquetWriter(self._file, schema, compression="zstd", use_dictionary=False)
         self._pending: list[pa.Table] = []
+        self._pending_bytes = 0  # their Arrow size, kept as they are added (a table's nbytes walks its buffers)
         self._first_added: float | None = None
 
     @classmethod
@@ -181,14 +182,14 @@ class Parquet:
     @property
     def size(self) -> int:
         """Bytes held: the Parquet written so far and the Arrow waiting to be written."""
-        arrow: int = sum(table.nbytes for table in self._pending)
-        return self._file.tell() + arrow
+        return self._file.tell() + self._pending_bytes
 
     def add(self, table: pa.Table) -> None:
         self._first_added = self._first_added or time.monotonic()
         self._pending.append(table)
+        self._pending_bytes += table.nbytes
         self.rows += table.num_rows
-        if sum(pending.nbytes for pending in self._pending) >= self.ROW_GROUP_BYTES:
+        if self._pending_bytes >= self.ROW_GROUP_BYTES:
             self._write()
 
     def finish(self) -> None:
@@ -208,7 +209,7 @@ class Parquet:
     def _write(self) -> None:
         if self._pending:
             self._writer.write_table(pa.concat_tables(self._pending), row_group_size=1 << 30)
-            self._pending = []
+            self._pending, self._pending_bytes = [], 0
 
 
 def to_rows(table: pa.Table) -> list[dict[str, Any]]:
