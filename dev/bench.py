@@ -261,7 +261,7 @@ def _sql_checks(results: dict) -> list[tuple[bool, str]]:
          f"sql path within {TARGET_SQL_MERGE_RATIO}x of a bare MERGE at {ROWS:,} rows ({merge_ratio:.2f}x)"),
         (speedup >= TARGET_SQL_SPEEDUP,
          f"sql path >= {TARGET_SQL_SPEEDUP:.0f}x faster than the python path with the rule per row at {ROWS:,} rows "
-         f"({speedup:.1f}x; against the batch form {batch:.1f}x, which at its floor target could be no more than "
+         f"({speedup:.2f}x; against the batch form {batch:.1f}x, which at its floor target could be no more than "
          f"{TARGET_FLOOR_RATIO * results['floor', ROWS]['seconds'] / results['sql', ROWS]['seconds']:.1f}x)"),
     ]
 
