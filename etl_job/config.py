@@ -60,6 +60,11 @@ class Config(contract.JobSettings):
         """Where rows the transform rejected are recorded."""
         return self.destination_table.sibling(f"{self.destination_table.table}_errors")
 
+    @property
+    def skipped_table(self) -> TableId:
+        """Where the Python path records the keys its transform skipped (etl_job.SKIP): not read again on either path."""
+        return self.destination_table.sibling(f"{self.destination_table.table}_skipped")
+
     def summary(self) -> dict[str, Any]:
         """The settings as plain values, for the start-up log line."""
         return {

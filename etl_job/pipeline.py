@@ -76,7 +76,7 @@ from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import MAX_ERROR_CHARS, JobError
 from etl_job.logs import fields
-from etl_job.runs import LINEAGE, RunResult, Shard, filter_sql, new_run_id, require_dataset
+from etl_job.runs import LINEAGE, RunResult, Shard, filter_sql, new_run_id, require_dataset, source_table
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
         log.info("created destination table", extra=fields(table=str(config.destination_table)))
     errors_schema = _errors_schema(key_field)
     _ensure_table(bq, config.errors_table, errors_schema)
-    skipped = config.destination_table.sibling(f"{config.destination_table.table}_skipped")
+    skipped = config.skipped_table
     skipped_schema = [bigquery.SchemaField(key, key_field.field_type), bigquery.SchemaField("run_id", "STRING"),
                       bigquery.SchemaField("skipped_at", "TIMESTAMP")]
     skipped_rows = _ensure_table(bq, skipped, skipped_schema).num_rows
@@ -350,12 +350,7 @@ def _errors_schema(key: bigquery.SchemaField) -> list[bigquery.SchemaField]:
 def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
     """The source's columns, once it is known to have a scalar key and no column named like a lineage column."""
     key = config.key_column
-    source = bq.get_table(config.source_table)
-    if source is None:
-        raise JobError(
-            f"source table {config.source_table} does not exist (ETL_SOURCE_TABLE): "
-            "check the name and that the service account can read it"
-        )
+    source = source_table(config, bq)
     key_field = next((f for f in source.schema if f.name == key), None)
     if key_field is None or key_field.mode == "REPEATED" or key_field.field_type in ("RECORD", "STRUCT"):
         raise JobError(

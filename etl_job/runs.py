@@ -18,6 +18,7 @@ from etl_job.errors import JobError
 
 if TYPE_CHECKING:
     from etl_job.bigquery_io import BigQuery
+    from etl_job.config import Config
 
 LINEAGE = (
     bigquery.SchemaField("run_id", "STRING", description="the run that wrote the row"),
@@ -64,6 +65,15 @@ def filter_sql(source_filter: str | None) -> str:
     On lines of its own, so that a ``--`` comment in it ends with it.
     """
     return f"  AND (\n{source_filter}\n)\n" if source_filter else ""
+
+
+def source_table(config: Config, bq: BigQuery) -> bigquery.Table:
+    """The source table's metadata; a JobError naming ETL_SOURCE_TABLE if it does not exist."""
+    source = bq.get_table(config.source_table)
+    if source is None:
+        raise JobError(f"source table {config.source_table} does not exist (ETL_SOURCE_TABLE): "
+                       "check the name and that the service account can read it")
+    return source
 
 
 def require_dataset(bq: BigQuery, table: TableId) -> None:

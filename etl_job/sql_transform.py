@@ -29,7 +29,7 @@ from etl_job.bigquery_io import ERRORS, Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import JobError
 from etl_job.logs import fields
-from etl_job.runs import LINEAGE, RunResult, Shard, filter_sql, new_run_id, require_dataset
+from etl_job.runs import LINEAGE, RunResult, Shard, filter_sql, new_run_id, require_dataset, source_table
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
     with ThreadPoolExecutor(3, thread_name_prefix="check") as reads:  # independent round trips: at once
         checked = reads.submit(_checked_output, config, bq)
         destination = reads.submit(bq.get_table, config.destination_table)
-        skipped_keys = reads.submit(bq.get_table, skipped_table(config))
+        skipped_read = reads.submit(bq.get_table, config.skipped_table)
         source = _source_schema(config, bq)  # a missing source is named first, as the dry run would fail too
         output = checked.result()
         columns = _output_columns(config, output)
         _prepare_destination(config, bq, source, output, destination.result())
-        skipped = skipped_table(config) if skipped_keys.result() is not None else None
+        skipped = config.skipped_table if skipped_read.result() is not None else None
     result.timings["check"] = time.monotonic() - started
     if stop.is_set():
         return result
@@ -104,11 +104,6 @@ def select_sql(config: Config) -> str:
     """The SELECT list over the (filtered) source: what the dry run checks and what gives the output's columns."""
     return (f"SELECT\n{config.transform_sql}\nFROM {config.source_table.sql} AS s WHERE TRUE\n"
             f"{filter_sql(config.source_filter)}")
-
-
-def skipped_table(config: Config) -> TableId:
-    """Where the Python path records the keys its transform skipped (etl_job.SKIP): not read again on either path."""
-    return config.destination_table.sibling(f"{config.destination_table.table}_skipped")
 
 
 def _pending(config: Config, shard: Shard, skipped: TableId | None, *, null_keys: bool = False,
@@ -186,10 +181,7 @@ def _dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Con
 
 
 def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
-    source = bq.get_table(config.source_table)
-    if source is None:
-        raise JobError(f"source table {config.source_table} does not exist (ETL_SOURCE_TABLE): "
-                       "check the name and that the service account can read it")
+    source = source_table(config, bq)
     if config.key_column not in {f.name for f in source.schema}:
         raise JobError(f"source table {config.source_table} has no column {config.key_column!r} (ETL_KEY_COLUMN): "
                        f"set ETL_KEY_COLUMN to its unique key; columns are {', '.join(f.name for f in source.schema)}")
