@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # them): the repository's venv also has the local BigQuery's, and with them google-cloud-bigquery imports
 # OpenTelemetry's instrumentation, about 0.2 s more per process than in the image.
 JOB_PYTHON = str(ROOT / ".venv-job" / "bin" / "python")
+JOB = [JOB_PYTHON, "-m", "etl_job"]  # the job process, as the image's CMD runs it
 ROWS = 1_000_000  # where the targets are set
 SMALL_ROWS = 100_000  # the Python path's memory is compared with this size, and the SQL path's ratios reported
 LARGE_ROWS = 2_000_000  # and shown at this size too: bounded means no higher at twice the rows
@@ -109,23 +110,14 @@ def _run_variant(variant: str, rows: int, extra_env: dict | None = None) -> dict
     with LocalBigQuery(subprocess=True) as bq:
         client = bq.client()
         _seed(client, rows)
-        env = {
-            **os.environ,
-            "BIGQUERY_EMULATOR_HOST": bq.url,
-            "ETL_SOURCE_TABLE": SOURCE,
-            "ETL_DESTINATION_TABLE": DESTINATION,
-            "ETL_LOG_FORMAT": "json",
-            **({"ETL_TRANSFORM_SQL": TRANSFORM_SQL} if variant in ("sql", "bare_merge") else {}),
-            **(BATCH_FORM if variant == "python" else {}),
-            **(extra_env or {}),
-        }
-        job = variant in ("python", "python_rows", "sql")
-        command = [JOB_PYTHON, "-m", "etl_job"] if job else [JOB_PYTHON, "-m", "dev.floors", variant]
+        env = _job_env(bq.url, **({"ETL_TRANSFORM_SQL": TRANSFORM_SQL} if variant in ("sql", "bare_merge") else {}),
+                       **(BATCH_FORM if variant == "python" else {}), **(extra_env or {}))
+        command = [JOB_PYTHON, "-m", "dev.floors", variant] if variant in floors.PROCESSES else JOB
         seconds, peak_mib, code = _measure(command, env)
-        loaded = next(iter(client.query(f"SELECT COUNT(*) AS n FROM `{DESTINATION}`").result())).n
+        loaded = _loaded(client)
     if code != 0 or loaded != rows:
         raise SystemExit(f"{variant} at {rows} rows failed: exit code {code}, {loaded} rows loaded")
-    return {"variant": variant, "rows": rows, "seconds": seconds, "peak_mib": peak_mib}
+    return {"seconds": seconds, "peak_mib": peak_mib}
 
 
 def _run_shards(count: int) -> float:
@@ -133,18 +125,27 @@ def _run_shards(count: int) -> float:
     with LocalBigQuery(subprocess=True) as bq:
         client = bq.client()
         _seed(client, IO_ROWS)
-        env = {**os.environ, "BIGQUERY_EMULATOR_HOST": bq.url, "ETL_SOURCE_TABLE": SOURCE,
-               "ETL_DESTINATION_TABLE": DESTINATION, "ETL_LOG_FORMAT": "json", "ETL_SHARD_COUNT": str(count),
-               "ETL_TRANSFORM": IO_BOUND, "ETL_CONCURRENCY": str(SHARD_CONCURRENCY)}
+        env = _job_env(bq.url, ETL_SHARD_COUNT=str(count), ETL_TRANSFORM=IO_BOUND,
+                       ETL_CONCURRENCY=str(SHARD_CONCURRENCY))
         started = time.monotonic()
-        shards = [subprocess.Popen([JOB_PYTHON, "-m", "etl_job"], cwd=ROOT, env={**env, "ETL_SHARD_INDEX": str(i)},
+        shards = [subprocess.Popen(JOB, cwd=ROOT, env={**env, "ETL_SHARD_INDEX": str(i)},
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(count)]
         codes = [shard.wait() for shard in shards]
         seconds = time.monotonic() - started
-        loaded = next(iter(client.query(f"SELECT COUNT(*) AS n FROM `{DESTINATION}`").result())).n
+        loaded = _loaded(client)
     if codes != [0] * count or loaded != IO_ROWS:
         raise SystemExit(f"{count} shards failed: exit codes {codes}, {loaded} of {IO_ROWS} rows loaded")
     return seconds
+
+
+def _job_env(url: str, **extra: str) -> dict:
+    """The environment of a measured process: the local BigQuery at ``url``, the bench's tables, JSON logs."""
+    return {**os.environ, "BIGQUERY_EMULATOR_HOST": url, "ETL_SOURCE_TABLE": SOURCE, "ETL_DESTINATION_TABLE": DESTINATION,
+            "ETL_LOG_FORMAT": "json", **extra}
+
+
+def _loaded(client) -> int:
+    return next(iter(client.query(f"SELECT COUNT(*) AS n FROM `{DESTINATION}`").result())).n
 
 
 def _shard_checks() -> list[tuple[bool, str]]:

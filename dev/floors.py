@@ -84,6 +84,8 @@ def bare_merge() -> None:
 
 
 def _client():
+    # Not dev.local_bigquery's client: importing that module loads the job's configuration model (pydantic),
+    # which would slow the bare MERGE down.
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery

@@ -5,14 +5,10 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# slow: the default transform, 20 ms slower per row (the bench's I/O-bound one): gives a test time to interrupt a run.
+from dev.io_bound import transform as slow  # noqa: F401 - ETL_TRANSFORM points here (support.SLOW)
 from etl_job import SKIP, SKIP_COLUMN, batch_transform
 from etl_job.transform import transform, transform_batch
-
-
-def slow(row: dict) -> dict:
-    """The default transform, 20 ms slower per row: gives a test time to interrupt a run."""
-    time.sleep(0.02)
-    return transform(row)
 
 
 def fail_on_multiples_of_7(row: dict) -> dict:
