@@ -21,7 +21,7 @@ class _Hold(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.proxy.bodies.append(body)
-        self.proxy.requests.append(f"{self.command} {self.path}")
+        self.proxy.requests.append((self.command, self.path))
         if self.proxy.hold in body:
             self.proxy.held.set()
             self.proxy.release.wait(60)
@@ -39,14 +39,14 @@ class HoldingProxy:
     """A local BigQuery that hangs on one kind of call: requests whose body contains ``hold`` get no answer.
 
     ``hold=b""`` holds every request (an endpoint that accepts connections and never answers). Every
-    request body is kept in ``bodies``: what the job sent on the wire.
+    request body is kept in ``bodies`` and its method and path in ``requests``: what the job sent on the wire.
     """
 
     def __init__(self, target_url: str, hold: bytes) -> None:
         self.target = urlsplit(target_url)
         self.hold = hold
         self.bodies: list[bytes] = []
-        self.requests: list[str] = []  # "GET /bigquery/v2/projects/...", in the order they came
+        self.requests: list[tuple[str, str]] = []  # ("GET", "/bigquery/v2/projects/..."), in the order they came
         self.held = threading.Event()  # set once a request was held
         self.release = threading.Event()  # set to drop the held requests
         handler = type("Handler", (_Hold,), {"proxy": self})

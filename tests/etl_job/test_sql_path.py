@@ -36,6 +36,13 @@ def without_lineage(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in LINEAGE} for row in rows]
 
 
+def pending_counts(job, run_id: str) -> list[int]:
+    """What the SQL path's count reads now: [rows with a key, rows with a NULL key] still to process for ``run_id``."""
+    config = load_config(job.env(ETL_TRANSFORM_SQL=DEMO_SQL), is_tty=False)
+    (counted,) = job.client.query(counts_sql(config, Shard(), None, run_id)).result()
+    return list(counted[0])
+
+
 def test_source_filter_reads_only_matching_rows_on_the_python_path(job):
     job.seed(30)
 
@@ -76,6 +83,8 @@ def test_bad_sql_stops_before_anything_is_written_with_bigquerys_message_in_one_
 
 @pytest.mark.parametrize("transform_sql", [None, DEMO_SQL])
 def test_the_check_is_a_dry_run_sent_before_anything_is_written(job, holding_proxy, transform_sql):
+    """On the SQL path, the destination and skipped-keys tables are read while the dry run is still out, not after
+    it: each is a round trip (a tenth of a second or more on BigQuery)."""
     job.seed(5)
     proxy = holding_proxy(b'"dryRun": true')
 
@@ -83,9 +92,20 @@ def test_the_check_is_a_dry_run_sent_before_anything_is_written(job, holding_pro
     try:
         assert proxy.held.wait(30), "the job sent no dry run"
         assert {t.table_id for t in job.client.list_tables(job.dataset)} == {"source"}
+        if transform_sql:
+            deadline = time.monotonic() + 30
+            while not {"destination", "destination_skipped"} <= tables_read(proxy) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert {"destination", "destination_skipped"} <= tables_read(proxy)
     finally:
         process.kill()
         process.communicate(timeout=30)
+
+
+def tables_read(proxy) -> set[str]:
+    """The tables whose metadata the job asked for (GET .../tables/<name>)."""
+    return {path.split("?")[0].rsplit("/tables/", 1)[1] for method, path in proxy.requests
+            if method == "GET" and "/tables/" in path}
 
 
 @pytest.mark.parametrize("transform_sql", [None, DEMO_SQL])
@@ -100,29 +120,6 @@ def test_the_check_is_one_dry_run_ending_in_limit_0(job, recording_proxy, transf
     # Local BigQuery limit: it answers a dry run by running the query (0.4 s at 1,000,000 rows). BigQuery reads
     # nothing for one; LIMIT 0 makes the local one read nothing either.
     assert b"LIMIT 0" in dry_runs[0]
-
-
-def test_the_checks_reads_go_out_together_with_the_dry_run(job, holding_proxy):
-    """Each is a round trip (a tenth of a second or more on BigQuery): the destination and skipped-keys tables are
-    read while the dry run is still out, not after it."""
-    job.seed(5)
-    proxy = holding_proxy(b'"dryRun": true')
-
-    process = job.start(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM_SQL=DEMO_SQL)
-    try:
-        assert proxy.held.wait(30), "the job sent no dry run"
-        deadline = time.monotonic() + 30
-        while not {"destination", "destination_skipped"} <= tables_read(proxy) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert {"destination", "destination_skipped"} <= tables_read(proxy)
-    finally:
-        process.kill()
-        process.communicate(timeout=30)
-
-
-def tables_read(proxy) -> set[str]:
-    """The tables whose metadata the job asked for (GET .../tables/<name>)."""
-    return {r.split("?")[0].rsplit("/tables/", 1)[1] for r in proxy.requests if r.startswith("GET ") and "/tables/" in r}
 
 
 def test_sql_path_gives_the_same_destination_rows_as_the_python_path(job):
@@ -212,32 +209,15 @@ def test_sql_path_counts_duplicate_and_null_keys_like_the_python_path(job):
 
     first = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
     # The count beside the MERGE reads the same once the MERGE has committed (it counts the run's own rows).
-    config = load_config(job.env(ETL_TRANSFORM_SQL=DEMO_SQL), is_tty=False)
-    (counted,) = job.client.query(counts_sql(config, Shard(), None, last_line(first)["run_id"])).result()
+    counted = pending_counts(job, last_line(first)["run_id"])
     again = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
 
     assert first.returncode == 3, first.stderr
     line = last_line(first)
     assert (line["rows_loaded"], line["rows_duplicate_key"], line["rows_null_key"]) == (2, 1, 1)
-    assert list(counted[0]) == [line["rows_loaded"] + line["rows_duplicate_key"], line["rows_null_key"]] == [3, 1]
+    assert counted == [line["rows_loaded"] + line["rows_duplicate_key"], line["rows_null_key"]] == [3, 1]
     assert sorted(r["id"] for r in job.rows()) == [1, 2]
     assert again.returncode == 3 and last_line(again)["rows_duplicate_key"] == 0  # NULL keys stay: exit 3 again
-
-
-def test_the_count_of_pending_rows_runs_beside_the_merge(job, holding_proxy):
-    job.seed(5)
-    proxy = holding_proxy(b"COUNTIF")  # the count never gets an answer
-
-    process = job.start(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM_SQL=DEMO_SQL)
-    try:
-        assert proxy.held.wait(30), "the job sent no count"
-        deadline = time.monotonic() + 30
-        while not any(b"MERGE " in body for body in proxy.bodies) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert any(b"MERGE " in body for body in proxy.bodies), "the MERGE waited for the count"
-    finally:
-        process.kill()
-        process.communicate(timeout=30)
 
 
 def test_the_count_takes_rows_without_a_run_id_for_rows_already_loaded(job):
@@ -245,11 +225,8 @@ def test_the_count_takes_rows_without_a_run_id_for_rows_already_loaded(job):
     job.seed(3)
     assert job.run(ETL_TRANSFORM_SQL=DEMO_SQL).returncode == 0
     job.client.query(f"UPDATE `{job.destination}` SET run_id = NULL WHERE id = 1").result()
-    config = load_config(job.env(ETL_TRANSFORM_SQL=DEMO_SQL), is_tty=False)
 
-    (counted,) = job.client.query(counts_sql(config, Shard(), None, "a-later-run")).result()
-
-    assert list(counted[0]) == [0, 0]  # nothing is left to process
+    assert pending_counts(job, "a-later-run") == [0, 0]  # nothing is left to process
 
 
 def test_a_merge_that_commits_is_reported_when_its_count_is_given_up_at_a_stop(job, holding_proxy):
@@ -260,6 +237,7 @@ def test_a_merge_that_commits_is_reported_when_its_count_is_given_up_at_a_stop(j
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and job.count() < 5:  # the destination exists before the count is sent
         time.sleep(0.2)
+    assert any(b"MERGE " in body for body in proxy.bodies), "the MERGE waited for the count"
 
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
