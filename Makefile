@@ -13,6 +13,7 @@ LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed
 # The job's own dependencies only, compiled to bytecode, as its image has them (etl_job/requirements.txt): the
 # processes `make bench` times (without bytecode each would spend about 0.4 s more compiling the BigQuery client).
 JOB_VENV := .venv-job
+UV_SYNC := $(VENV)/bin/uv pip sync --quiet --require-hashes --compile-bytecode
 CDK := node_modules/.bin/cdk
 
 # Offline and quiet: no version check, no update notifier, no telemetry (cdk.json), a local CLI home.
@@ -27,26 +28,29 @@ export CDK_HOME := $(CURDIR)/.cdk-home
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-# Every requirements*.txt is a lock compiled from its .in file by uv (`make lock`), with hashes pip checks.
-$(VENV)/.installed: requirements-dev.txt
+# Every requirements*.txt is a lock compiled from its .in file by uv (`make lock`), with hashes checked at install.
+# pip installs uv from its own lock; uv installs every environment, exactly its lock (sync also removes what the
+# lock no longer lists), compiled to bytecode as pip would (PYTHONDONTWRITEBYTECODE may be set): about 20 s for
+# .venv and .venv-checkov where pip took 80 s.
+$(VENV)/.installed: requirements-uv.txt requirements-dev.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-uv.txt
+	$(UV_SYNC) --python $(VENV)/bin/python requirements-dev.txt
 	touch $@
 
-$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt | $(VENV)/.installed
 	python3 -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-checkov.txt
+	$(UV_SYNC) --python $(CHECKOV_VENV)/bin/python requirements-checkov.txt
 	touch $@
 
-# The dev lock's uv installs it, exactly the lock (sync also removes what the lock no longer lists).
 $(LOCALSTACK_STAMP): requirements-localstack.txt | $(VENV)/.installed
 	python3 -m venv $(LOCALSTACK_VENV)
-	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(LOCALSTACK_VENV)/bin/python requirements-localstack.txt
+	$(UV_SYNC) --python $(LOCALSTACK_VENV)/bin/python requirements-localstack.txt
 	touch $@
 
 $(JOB_VENV)/.installed: etl_job/requirements.txt | $(VENV)/.installed
 	python3 -m venv $(JOB_VENV)
-	$(VENV)/bin/uv pip sync --quiet --require-hashes --compile-bytecode --python $(JOB_VENV)/bin/python etl_job/requirements.txt
+	$(UV_SYNC) --python $(JOB_VENV)/bin/python etl_job/requirements.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

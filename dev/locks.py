@@ -35,16 +35,17 @@ class Lock:
     options: tuple[str, ...] = ()
 
 
-# In compile order: the app's lock takes the image's versions, the dev lock both (they share .venv).
+# In compile order: the app's lock takes the image's versions, the dev lock both (they share .venv, as uv's does).
+UV_LOCK = Lock("requirements-uv.in", "requirements-uv.txt")
 IMAGE = Lock("etl_job/requirements.in", "etl_job/requirements.txt")
 APP = Lock("requirements.in", "requirements.txt")
 DEV = Lock("requirements-dev.in", "requirements-dev.txt")
 CHECKOV = Lock("requirements-checkov.in", "requirements-checkov.txt")
 # LocalStack 4.12 breaks with releases after its own (FACTS.md): resolve as of that date.
 LOCALSTACK = Lock("requirements-localstack.in", "requirements-localstack.txt", ("--exclude-newer", "2025-12-12"))
-LOCKS = (IMAGE, APP, DEV, CHECKOV, LOCALSTACK)
+LOCKS = (UV_LOCK, IMAGE, APP, DEV, CHECKOV, LOCALSTACK)
 # Locks installed into one environment, so a package they share must have one version.
-SHARED_ENVIRONMENT = (IMAGE, APP, DEV)
+SHARED_ENVIRONMENT = (UV_LOCK, IMAGE, APP, DEV)
 
 
 @dataclass(frozen=True)
