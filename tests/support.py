@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # aws_cdk is imported when a test synthesizes: after tests/co
     from aws_cdk.assertions import Template
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_SQL = (ROOT / "etl_job" / "transform.sql").read_text()  # the demo rule in the SQL form
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
 
 # --- the stack -----------------------------------------------------------------------------------

@@ -21,9 +21,8 @@ import pytest
 from etl_job.config import load_config
 from etl_job.runs import Shard
 from etl_job.sql_transform import counts_sql
-from tests.support import ROOT, log_lines
+from tests.support import DEMO_SQL, ROOT, log_lines
 
-DEMO_SQL = (ROOT / "etl_job" / "transform.sql").read_text()
 DOE = "name LIKE '%Doe%'"
 LINEAGE = ("run_id", "processed_at")
 

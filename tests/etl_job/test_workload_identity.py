@@ -19,7 +19,7 @@ from google.auth.transport.requests import Request
 from dev.local_wif import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, AwsError, BearerProxy, LocalAws, LocalGoogle
 from etl_job import contract, workload_identity
 from etl_job.errors import JobError
-from tests.support import assert_no_traceback, business_columns, expected_rows, log_lines
+from tests.support import DEMO_SQL, assert_no_traceback, business_columns, expected_rows, log_lines
 
 REGION = "eu-west-1"
 PROVIDER = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/etl-pool/providers/aws-etl"
@@ -84,6 +84,18 @@ def test_without_impersonation_bigquery_gets_the_federated_token(job, stand_ins,
     assert done.returncode == 0, done.stderr
     assert job.count() == 30
     assert {google.tokens[t].principal for t in proxy.seen} == {google.principal_set}
+
+
+def test_the_sql_path_needs_no_storage_endpoint_beside_a_local_endpoint(job, stand_ins, tmp_path):
+    """It reads no rows, so ETL_BIGQUERY_ENDPOINT alone keeps every call it makes local."""
+    local_aws, google, proxy = stand_ins()
+    job.seed(30)
+
+    done = job.run(**wif_env(local_aws, google, proxy, tmp_path), BIGQUERY_STORAGE_EMULATOR_HOST=None,
+                   ETL_TRANSFORM_SQL=DEMO_SQL)
+
+    assert done.returncode == 0, log_lines(done.stderr)[-1]
+    assert job.count() == 30 and proxy.seen and not proxy.refused
 
 
 def test_rotating_credentials_and_expiring_tokens_keep_a_long_run_going(job, stand_ins, tmp_path):
