@@ -121,7 +121,7 @@ def _run(config: config_module.Config, stop: stopping.Stop) -> tuple[RunResult, 
     log.info("using Google credentials", extra=fields(credentials=auth.description))
     transform = None if config.transform_sql else config_module.import_transform(config.transform)
     # the google client is slow to import: only when needed (and the SQL path never imports the Python path's)
-    from etl_job import bigquery_io, runs, sql_transform
+    from etl_job import bigquery_io, runs
 
     bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop,
                               max_bytes_billed=config.max_bytes_billed,  # the SQL path reads no rows: no Storage API
@@ -129,11 +129,12 @@ def _run(config: config_module.Config, stop: stopping.Stop) -> tuple[RunResult, 
     try:
         shard = runs.Shard(config.shard_index, config.shard_count)
         if transform is None:  # SQL push-down: one MERGE inside BigQuery
+            from etl_job import sql_transform
+
             result = sql_transform.run(config, bq, stop, shard=shard)
         else:
             from etl_job import pipeline
 
-            sql_transform.check_source_filter(config, bq)
             function, output_columns = transform
             result = pipeline.run(config, bq, function, stop, shard=shard, output_columns=output_columns)
     except bigquery_io.ERRORS as exc:

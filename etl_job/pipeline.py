@@ -35,9 +35,10 @@ How a run stays correct however it ends:
   row is found (at most ``MAX_REJECTED_PER_BATCH`` rows a load; beyond that the fault is not the rows').
 * Rows the transform skips (it returns ``etl_job.SKIP``) have their key recorded in
   ``<destination>_skipped``; the extract leaves those keys out, so they are not read again.
-* Before anything is written, the source, the transform's declared output (``OUTPUT_COLUMNS``) and
-  an existing destination are compared (``schema.mismatches``): a missing column, a narrower type or
-  a source column named like a lineage column stops the run with the fix.
+* Before anything is written, the source filter is dry-run over the source, and the source, the
+  transform's declared output (``OUTPUT_COLUMNS``) and an existing destination are compared
+  (``schema.mismatches``): a missing column, a narrower type or a source column named like a
+  lineage column stops the run with the fix.
 * JSON and BYTES columns travel as text (JSON text, base64) into STRING staging columns and are
   turned back by the MERGE (PARSE_JSON, FROM_BASE64), so a JSON null stays a JSON null (a JSON
   load reads ``null`` as SQL NULL) and bytes arrive byte for byte. FLOAT64 NaN and infinities go as
@@ -76,7 +77,7 @@ from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import MAX_ERROR_CHARS, JobError
 from etl_job.logs import fields
-from etl_job.runs import LINEAGE, RunResult, Shard, filter_sql, new_run_id, require_dataset, source_table
+from etl_job.runs import LINEAGE, RunResult, Shard, check_source_filter, filter_sql, new_run_id, require_dataset, source_table
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,7 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     """
     key = config.key_column
     source = _source_schema(config, bq)
+    check_source_filter(config, bq)
     key_field = next(f for f in source if f.name == key)
     expected = schema.destination_schema(source, output, LINEAGE)
     destination = bq.get_table(config.destination_table)

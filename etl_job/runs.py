@@ -11,14 +11,18 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
+from etl_job import contract
 from etl_job.config import TableId
 from etl_job.errors import JobError
 
 if TYPE_CHECKING:
     from etl_job.bigquery_io import BigQuery
     from etl_job.config import Config
+
+MAX_MESSAGE_CHARS = 500  # of BigQuery's message about a check that failed
 
 LINEAGE = (
     bigquery.SchemaField("run_id", "STRING", description="the run that wrote the row"),
@@ -74,6 +78,28 @@ def source_table(config: Config, bq: BigQuery) -> bigquery.Table:
         raise JobError(f"source table {config.source_table} does not exist (ETL_SOURCE_TABLE): "
                        "check the name and that the service account can read it")
     return source
+
+
+def check_source_filter(config: Config, bq: BigQuery) -> None:
+    """Dry-run the source filter over the source (known to exist) before anything is written; a mistake is a
+    JobError."""
+    if config.source_filter:
+        dry_run(bq, f"SELECT 1 FROM {config.source_table.sql} AS s WHERE TRUE\n{filter_sql(config.source_filter)}",
+                contract.SOURCE_FILTER, "source_filter", config)
+
+
+def dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Config) -> list[bigquery.SchemaField]:
+    """BigQuery's check of a query (its result's columns); its mistake as a JobError naming ``variable``.
+
+    With LIMIT 0, which BigQuery's dry run does not need (it reads nothing) but the local BigQuery does:
+    it answers a dry run by running the query, which at 1,000,000 rows took 0.4 s instead of 0.04 s.
+    """
+    try:
+        return bq.dry_run(f"{sql}\nLIMIT 0")
+    except api_exceptions.BadRequest as exc:
+        message = " ".join(str(exc.message).split("\n")[0].split())[:MAX_MESSAGE_CHARS]
+        raise JobError(f"{variable} (config key {config_key}) is not valid for source table {config.source_table}: "
+                       f"BigQuery says: {message}; fix it (nothing was written)") from None
 
 
 def require_dataset(bq: BigQuery, table: TableId) -> None:

@@ -119,6 +119,9 @@ def test_the_check_is_one_dry_run_ending_in_limit_0(job, recording_proxy, transf
     # Local BigQuery limit: it answers a dry run by running the query (0.4 s at 1,000,000 rows). BigQuery reads
     # nothing for one; LIMIT 0 makes the local one read nothing either.
     assert b"LIMIT 0" in dry_runs[0]
+    # and the source's metadata is read once on either path: the filter's check needs no read of its own
+    assert [path for method, path in recording_proxy.requests if method == "GET" and "/tables/source" in path] == [
+        f"/bigquery/v2/projects/{job.client.project}/datasets/{job.dataset}/tables/source?prettyPrint=false"]
 
 
 def test_sql_path_gives_the_same_destination_rows_as_the_python_path(job):
