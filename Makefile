@@ -29,9 +29,9 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # Every requirements*.txt is a lock compiled from its .in file by uv (`make lock`), with hashes checked at install.
-# pip installs uv from its own lock; uv installs every environment, exactly its lock (sync also removes what the
-# lock no longer lists), compiled to bytecode as pip would (PYTHONDONTWRITEBYTECODE may be set): about 20 s for
-# .venv and .venv-checkov where pip took 80 s.
+# uv (requirements-uv.in) installs each venv's lock, exactly (sync also removes what the lock no longer lists), and
+# compiles it to bytecode as pip would (PYTHONDONTWRITEBYTECODE may be set): .venv and .venv-checkov in about 20 s
+# where pip took 80 s. The venvs other than .venv need no pip of their own.
 $(VENV)/.installed: requirements-uv.txt requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-uv.txt
@@ -39,17 +39,17 @@ $(VENV)/.installed: requirements-uv.txt requirements-dev.txt
 	touch $@
 
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt | $(VENV)/.installed
-	python3 -m venv $(CHECKOV_VENV)
+	python3 -m venv --without-pip $(CHECKOV_VENV)
 	$(UV_SYNC) --python $(CHECKOV_VENV)/bin/python requirements-checkov.txt
 	touch $@
 
 $(LOCALSTACK_STAMP): requirements-localstack.txt | $(VENV)/.installed
-	python3 -m venv $(LOCALSTACK_VENV)
+	python3 -m venv --without-pip $(LOCALSTACK_VENV)
 	$(UV_SYNC) --python $(LOCALSTACK_VENV)/bin/python requirements-localstack.txt
 	touch $@
 
 $(JOB_VENV)/.installed: etl_job/requirements.txt | $(VENV)/.installed
-	python3 -m venv $(JOB_VENV)
+	python3 -m venv --without-pip $(JOB_VENV)
 	$(UV_SYNC) --python $(JOB_VENV)/bin/python etl_job/requirements.txt
 	touch $@
 

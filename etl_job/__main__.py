@@ -124,7 +124,8 @@ def _run(config: config_module.Config, stop: stopping.Stop) -> tuple[RunResult, 
     from etl_job import bigquery_io, runs
 
     bq = bigquery_io.BigQuery(auth, project=config.destination_table.project, stop=stop,
-                              max_bytes_billed=config.max_bytes_billed,  # the SQL path reads no rows: no Storage API
+                              max_bytes_billed=config.max_bytes_billed,
+                              # the SQL path reads no rows: it needs no Storage Read API endpoint
                               storage_endpoint=None if transform is None else bigquery_io.storage_endpoint(os.environ))
     try:
         shard = runs.Shard(config.shard_index, config.shard_count)

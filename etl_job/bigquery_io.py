@@ -57,7 +57,8 @@ def storage_endpoint(env: Mapping[str, str]) -> str | None:
 
     BIGQUERY_STORAGE_EMULATOR_HOST if set, else, with BIGQUERY_EMULATOR_HOST, its host on its port + 10.
     ETL_BIGQUERY_ENDPOINT (a local URL for real credentials) needs BIGQUERY_STORAGE_EMULATOR_HOST beside it:
-    without, the rows would be read from Google's endpoint while every other call went to the local one.
+    without, the rows would be read from Google's endpoint while every other call went to the local one. Only the
+    Python path asks (the SQL path reads no rows).
     """
     explicit = env.get(contract.BIGQUERY_STORAGE_EMULATOR_HOST, "").strip()
     if explicit:

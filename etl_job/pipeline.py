@@ -289,7 +289,8 @@ class _Tables:
 
 
 def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigquery.SchemaField]) -> _Tables:
-    """Check the source, the declared output and an existing destination; create what is missing (explicit schemas).
+    """Check the source, its filter, the declared output and an existing destination; create what is missing
+    (explicit schemas).
 
     The destination gets the source's columns (retyped where ``output`` redeclares one), then the
     other ``output`` columns, then the lineage columns. Nothing is written unless all of them agree.

@@ -81,14 +81,16 @@ def source_table(config: Config, bq: BigQuery) -> bigquery.Table:
 
 
 def check_source_filter(config: Config, bq: BigQuery) -> None:
-    """Dry-run the source filter over the source (known to exist) before anything is written; a mistake is a
-    JobError."""
+    """Dry-run the source filter over the source before anything is written; a mistake is a JobError.
+
+    Called once the source is known to exist (or where a missing source is named first): else BigQuery's
+    "not found" would be the error."""
     if config.source_filter:
-        dry_run(bq, f"SELECT 1 FROM {config.source_table.sql} AS s WHERE TRUE\n{filter_sql(config.source_filter)}",
-                contract.SOURCE_FILTER, "source_filter", config)
+        checked_dry_run(bq, f"SELECT 1 FROM {config.source_table.sql} AS s WHERE TRUE\n{filter_sql(config.source_filter)}",
+                        contract.SOURCE_FILTER, "source_filter", config)
 
 
-def dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Config) -> list[bigquery.SchemaField]:
+def checked_dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Config) -> list[bigquery.SchemaField]:
     """BigQuery's check of a query (its result's columns); its mistake as a JobError naming ``variable``.
 
     With LIMIT 0, which BigQuery's dry run does not need (it reads nothing) but the local BigQuery does:

@@ -33,7 +33,7 @@ from etl_job.runs import (
     RunResult,
     Shard,
     check_source_filter,
-    dry_run,
+    checked_dry_run,
     filter_sql,
     new_run_id,
     require_dataset,
@@ -41,6 +41,7 @@ from etl_job.runs import (
 )
 
 log = logging.getLogger(__name__)
+
 
 def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunResult:
     """Check, then MERGE every source row not yet in the destination, transformed by the SELECT list, in one statement."""
@@ -159,7 +160,7 @@ def _checked_output(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
     Only when it fails is the filter dry-run alone, so that a mistake is named as the filter's or the SELECT list's.
     """
     try:
-        return dry_run(bq, select_sql(config), contract.TRANSFORM_SQL, "transform_sql", config)
+        return checked_dry_run(bq, select_sql(config), contract.TRANSFORM_SQL, "transform_sql", config)
     except JobError:
         check_source_filter(config, bq)
         raise
