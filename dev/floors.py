@@ -52,16 +52,17 @@ def floor() -> None:
     from etl_job import arrow_io, bigquery_io
     from etl_job.contract import TableId
 
+    fields = schema()
     read_client = arrow_io.client(None, bigquery_io.storage_endpoint(os.environ))
     session = arrow_io.open_session(read_client, TableId.parse(os.environ["ETL_SOURCE_TABLE"]),
-                                    [f.name for f in schema()], bigquery_io.READ_STREAMS, timeout=60)
+                                    [f.name for f in fields], bigquery_io.READ_STREAMS, timeout=60)
     reader = arrow_io.Reader(read_client, session, bigquery_io.READ_BUFFER)
     batches = []
     while (batch := reader.next_rows(1_000_000)) is not None:
         batches.append(batch)
     body = io.BytesIO()
     pq.write_table(pa.concat_tables(batches), body)
-    config = bigquery.LoadJobConfig(schema=schema(), write_disposition="WRITE_TRUNCATE", source_format="PARQUET")
+    config = bigquery.LoadJobConfig(schema=fields, write_disposition="WRITE_TRUNCATE", source_format="PARQUET")
     body.seek(0)
     _client().load_table_from_file(body, os.environ["ETL_DESTINATION_TABLE"], job_config=config).result()
 
@@ -73,9 +74,9 @@ def bare_merge() -> None:
     source, destination = os.environ["ETL_SOURCE_TABLE"], os.environ["ETL_DESTINATION_TABLE"]
     client = _client()
     # The job's lineage columns (etl_job.runs.LINEAGE), written out: importing the job would slow this floor down.
-    lineage = [bigquery.SchemaField("run_id", "STRING"), bigquery.SchemaField("processed_at", "TIMESTAMP")]
-    client.create_table(bigquery.Table(destination, schema=schema() + lineage))
-    columns = [f.name for f in schema() + lineage]
+    fields = [*schema(), bigquery.SchemaField("run_id", "STRING"), bigquery.SchemaField("processed_at", "TIMESTAMP")]
+    client.create_table(bigquery.Table(destination, schema=fields))
+    columns = [f.name for f in fields]
     client.query(
         f"MERGE `{destination}` AS T USING (SELECT\n{os.environ['ETL_TRANSFORM_SQL']}\n, 'bench' AS run_id, "
         f"CURRENT_TIMESTAMP() AS processed_at FROM `{source}` AS s) AS S ON T.id = S.id "

@@ -35,7 +35,7 @@ class Lock:
     options: tuple[str, ...] = ()
 
 
-# In compile order: the app's lock takes the image's versions, the dev lock both (they share .venv, as uv's does).
+# In compile order: uv's; the app's lock takes the image's versions, the dev lock both (they share .venv with uv's).
 UV_LOCK = Lock("requirements-uv.in", "requirements-uv.txt")
 IMAGE = Lock("etl_job/requirements.in", "etl_job/requirements.txt")
 APP = Lock("requirements.in", "requirements.txt")

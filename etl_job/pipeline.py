@@ -296,11 +296,9 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     other ``output`` columns, then the lineage columns. Nothing is written unless all of them agree.
     """
     key = config.key_column
-    source = _source_schema(config, bq)
-    check_source_filter(config, bq)
+    source, destination = _checked_source_and_destination(config, bq)
     key_field = next(f for f in source if f.name == key)
     expected = schema.destination_schema(source, output, LINEAGE)
-    destination = bq.get_table(config.destination_table)
     if destination is not None:
         problems = schema.mismatches(expected, destination.schema, config.destination_table.sql, key)
         if problems:
@@ -337,6 +335,16 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
             required=frozenset(f.name for f in staging_schema if f.mode == "REQUIRED"), json=frozenset(staged_json)),
         key=key, key_nullable=key_field.mode != "REQUIRED",
     )
+
+
+def _checked_source_and_destination(config: Config, bq: BigQuery) -> tuple[list[bigquery.SchemaField],
+                                                                            bigquery.Table | None]:
+    """The source's columns, checked with its filter, and the destination if it exists: read at once."""
+    with ThreadPoolExecutor(1, thread_name_prefix="check") as reads:  # an independent round trip
+        destination = reads.submit(bq.get_table, config.destination_table)
+        source = _source_schema(config, bq)  # a missing source is named first, as on the SQL path
+        check_source_filter(config, bq)
+        return source, destination.result()
 
 
 def _errors_schema(key: bigquery.SchemaField) -> list[bigquery.SchemaField]:

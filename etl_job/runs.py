@@ -15,12 +15,11 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
 from etl_job import contract
-from etl_job.config import TableId
 from etl_job.errors import JobError
 
 if TYPE_CHECKING:
     from etl_job.bigquery_io import BigQuery
-    from etl_job.config import Config
+    from etl_job.config import Config, TableId
 
 MAX_MESSAGE_CHARS = 500  # of BigQuery's message about a check that failed
 
@@ -71,6 +70,11 @@ def filter_sql(source_filter: str | None) -> str:
     return f"  AND (\n{source_filter}\n)\n" if source_filter else ""
 
 
+def filtered_source(config: Config) -> str:
+    """FROM the source (aliased ``s``) WHERE the source filter holds (ETL_SOURCE_FILTER), or every row."""
+    return f"FROM {config.source_table.sql} AS s WHERE TRUE\n{filter_sql(config.source_filter)}"
+
+
 def source_table(config: Config, bq: BigQuery) -> bigquery.Table:
     """The source table's metadata; a JobError naming ETL_SOURCE_TABLE if it does not exist."""
     source = bq.get_table(config.source_table)
@@ -86,15 +90,14 @@ def check_source_filter(config: Config, bq: BigQuery) -> None:
     Called once the source is known to exist (or where a missing source is named first): else BigQuery's
     "not found" would be the error."""
     if config.source_filter:
-        checked_dry_run(bq, f"SELECT 1 FROM {config.source_table.sql} AS s WHERE TRUE\n{filter_sql(config.source_filter)}",
-                        contract.SOURCE_FILTER, "source_filter", config)
+        checked_dry_run(bq, f"SELECT 1 {filtered_source(config)}", contract.SOURCE_FILTER, "source_filter", config)
 
 
 def checked_dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Config) -> list[bigquery.SchemaField]:
     """BigQuery's check of a query (its result's columns); its mistake as a JobError naming ``variable``.
 
     With LIMIT 0, which BigQuery's dry run does not need (it reads nothing) but the local BigQuery does:
-    it answers a dry run by running the query, which at 1,000,000 rows took 0.4 s instead of 0.04 s.
+    it answers a dry run by running the query, which at 1,000,000 rows took 0.39 s instead of 0.03 s.
     """
     try:
         return bq.dry_run(f"{sql}\nLIMIT 0")

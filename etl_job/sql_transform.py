@@ -35,6 +35,7 @@ from etl_job.runs import (
     check_source_filter,
     checked_dry_run,
     filter_sql,
+    filtered_source,
     new_run_id,
     require_dataset,
     source_table,
@@ -102,8 +103,7 @@ def _counted(counts: Future[list[int]], changed: int | None) -> tuple[int, int]:
 
 def select_sql(config: Config) -> str:
     """The SELECT list over the (filtered) source: what the dry run checks and what gives the output's columns."""
-    return (f"SELECT\n{config.transform_sql}\nFROM {config.source_table.sql} AS s WHERE TRUE\n"
-            f"{filter_sql(config.source_filter)}")
+    return f"SELECT\n{config.transform_sql}\n{filtered_source(config)}"
 
 
 def _pending(config: Config, shard: Shard, skipped: TableId | None, *, null_keys: bool = False,
