@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT, log_lines
+from tests.support import ROOT, TRANSFORMS, log_lines
 
 # Nothing listens here: a token request fails at once instead of reaching Google.
 CLOSED_TOKEN_URI = "http://127.0.0.1:9/token"
@@ -107,7 +107,7 @@ def test_the_key_is_gone_from_the_environment_before_the_transform_runs(job, fak
     job.seed(5)
     marker = fake_key["private_key"].splitlines()[3]
 
-    done = job.run(GOOGLE_CREDENTIALS_JSON=json.dumps(fake_key), ETL_TRANSFORM="tests.etl_job.transforms:key_hunter",
+    done = job.run(GOOGLE_CREDENTIALS_JSON=json.dumps(fake_key), ETL_TRANSFORM=f"{TRANSFORMS}:key_hunter",
                    ETL_TEST_KEY_MARKER=marker)
 
     assert done.returncode == 0, log_lines(done.stderr)[-1]

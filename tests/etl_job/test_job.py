@@ -10,6 +10,7 @@ import pytest
 from etl_job import metrics, stopping
 from tests.support import (
     SLOW,
+    TRANSFORMS,
     assert_no_traceback,
     business_columns,
     emf_lines,
@@ -80,7 +81,7 @@ def test_table_many_times_larger_than_the_batch_is_loaded_exactly_once(job):
 def test_rows_failing_the_transform_go_to_the_errors_table_and_exit_3(job):
     job.seed(100)
 
-    done = job.run(ETL_TRANSFORM="tests.etl_job.transforms:fail_on_multiples_of_7")
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:fail_on_multiples_of_7")
 
     assert done.returncode == 3, done.stderr
     assert_no_traceback(done)
@@ -102,7 +103,7 @@ def test_rows_failing_the_transform_go_to_the_errors_table_and_exit_3(job):
 def test_a_transform_that_changes_the_key_is_a_row_error(job):
     job.seed(5)
 
-    done = job.run(ETL_TRANSFORM="tests.etl_job.transforms:change_key")
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:change_key")
 
     assert done.returncode == 3
     assert [r["id"] for r in job.rows()] == [1, 3, 4, 5]

@@ -18,12 +18,12 @@ import time
 import pytest
 
 from etl_job.config import load_config
-from etl_job.runs import Shard
+from etl_job.runs import LINEAGE, Shard
 from etl_job.sql_transform import counts_sql
 from tests.support import DEMO_SQL, ROOT, log_lines
 
 DOE = "name LIKE '%Doe%'"
-LINEAGE = ("run_id", "processed_at")
+LINEAGE_COLUMNS = {f.name for f in LINEAGE}
 
 
 def last_line(process) -> dict:
@@ -31,7 +31,7 @@ def last_line(process) -> dict:
 
 
 def without_lineage(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in LINEAGE} for row in rows]
+    return [{k: v for k, v in row.items() if k not in LINEAGE_COLUMNS} for row in rows]
 
 
 def pending_counts(job, run_id: str) -> list[int]:
@@ -41,16 +41,14 @@ def pending_counts(job, run_id: str) -> list[int]:
     return list(counted[0])
 
 
-def test_source_filter_reads_only_matching_rows_on_the_python_path(job):
-    job.seed(30)
+def metadata_reads(proxy) -> list[str]:
+    """The paths of the table metadata the job asked for (GET .../tables/<name>), without the query string."""
+    return [path.split("?")[0] for method, path in proxy.requests if method == "GET" and "/tables/" in path]
 
-    done = job.run(ETL_SOURCE_FILTER=DOE)
 
-    assert done.returncode == 0, done.stderr
-    rows = job.rows()
-    assert [r["id"] for r in rows] == list(range(3, 31, 3))  # every third name has "Doe"
-    assert all(r["name"].startswith("John Das") for r in rows)
-    assert last_line(done)["rows_read"] == 10
+def tables_read(proxy) -> set[str]:
+    """The tables whose metadata the job asked for."""
+    return {path.rsplit("/tables/", 1)[1] for path in metadata_reads(proxy)}
 
 
 @pytest.mark.parametrize(("path", "variable", "value", "says"), [
@@ -100,12 +98,6 @@ def test_the_check_is_a_dry_run_sent_before_anything_is_written(job, holding_pro
         process.communicate(timeout=30)
 
 
-def tables_read(proxy) -> set[str]:
-    """The tables whose metadata the job asked for (GET .../tables/<name>)."""
-    return {path.split("?")[0].rsplit("/tables/", 1)[1] for method, path in proxy.requests
-            if method == "GET" and "/tables/" in path}
-
-
 @pytest.mark.parametrize("transform_sql", [None, DEMO_SQL])
 def test_the_check_is_one_dry_run_ending_in_limit_0(job, recording_proxy, transform_sql):
     job.seed(5)
@@ -119,7 +111,7 @@ def test_the_check_is_one_dry_run_ending_in_limit_0(job, recording_proxy, transf
     # nothing for one; LIMIT 0 makes the local one read nothing either.
     assert b"LIMIT 0" in dry_runs[0]
     # and the source's metadata is read once on either path: the filter's check needs no read of its own
-    assert [path.split("?")[0] for method, path in recording_proxy.requests if method == "GET" and "/tables/source" in path] == [
+    assert [path for path in metadata_reads(recording_proxy) if "/tables/source" in path] == [
         f"/bigquery/v2/projects/{job.client.project}/datasets/{job.dataset}/tables/source"]
 
 
@@ -141,11 +133,16 @@ def test_sql_path_gives_the_same_destination_rows_as_the_python_path(job):
     assert {r["run_id"] for r in job.rows(sql_destination)} == {last_line(sql)["run_id"]}
 
 
-def test_sql_path_with_a_source_filter_equals_the_python_path_with_it(job):
+def test_source_filter_reads_only_matching_rows_and_the_sql_path_with_it_equals_the_python_path(job):
     job.seed(30)
     python_destination, sql_destination = f"{job.destination}_py", f"{job.destination}_sql"
 
-    assert job.run(ETL_DESTINATION_TABLE=python_destination, ETL_SOURCE_FILTER=DOE).returncode == 0
+    python = job.run(ETL_DESTINATION_TABLE=python_destination, ETL_SOURCE_FILTER=DOE)
+    assert python.returncode == 0, python.stderr
+    rows = job.rows(python_destination)
+    assert [r["id"] for r in rows] == list(range(3, 31, 3))  # every third name has "Doe"
+    assert all(r["name"].startswith("John Das") for r in rows)
+    assert last_line(python)["rows_read"] == 10
     assert job.run(ETL_DESTINATION_TABLE=sql_destination, ETL_SOURCE_FILTER=DOE,
                    ETL_TRANSFORM_SQL=DEMO_SQL).returncode == 0
 
@@ -172,6 +169,10 @@ def test_sql_path_reruns_converge_and_take_over_from_an_interrupted_python_run(j
     more = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
     assert last_line(more)["rows_loaded"] == 2
     assert [r["name"] for r in job.rows()[-2:]] == ["Ann Das", None]
+    # The count takes rows without a run_id for rows already loaded (a destination made by hand, or given run_id
+    # by the ALTER TABLE the job suggests, has rows with a NULL run_id).
+    job.client.query(f"UPDATE `{job.destination}` SET run_id = NULL WHERE id = 1").result()
+    assert pending_counts(job, "a-later-run") == [0, 0]  # nothing is left to process
 
 
 def test_sql_path_stopped_during_its_merge_exits_143_and_the_rerun_completes(job, holding_proxy):
@@ -209,25 +210,16 @@ def test_sql_path_counts_duplicate_and_null_keys_like_the_python_path(job):
     job.create_source(rows)
 
     first = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
+    line = last_line(first)
     # The count beside the MERGE reads the same once the MERGE has committed (it counts the run's own rows).
-    counted = pending_counts(job, last_line(first)["run_id"])
+    counted = pending_counts(job, line["run_id"])
     again = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
 
     assert first.returncode == 3, first.stderr
-    line = last_line(first)
     assert (line["rows_loaded"], line["rows_duplicate_key"], line["rows_null_key"]) == (2, 1, 1)
     assert counted == [line["rows_loaded"] + line["rows_duplicate_key"], line["rows_null_key"]] == [3, 1]
     assert sorted(r["id"] for r in job.rows()) == [1, 2]
     assert again.returncode == 3 and last_line(again)["rows_duplicate_key"] == 0  # NULL keys stay: exit 3 again
-
-
-def test_the_count_takes_rows_without_a_run_id_for_rows_already_loaded(job):
-    # A destination made by hand, or given run_id by the ALTER TABLE the job suggests, has rows with a NULL run_id.
-    job.seed(3)
-    assert job.run(ETL_TRANSFORM_SQL=DEMO_SQL).returncode == 0
-    job.client.query(f"UPDATE `{job.destination}` SET run_id = NULL WHERE id = 1").result()
-
-    assert pending_counts(job, "a-later-run") == [0, 0]  # nothing is left to process
 
 
 def test_a_merge_that_commits_is_reported_when_its_count_is_given_up_at_a_stop(job, holding_proxy):

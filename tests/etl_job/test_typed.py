@@ -16,7 +16,7 @@ from etl_job import bigquery_io, schema
 from tests.etl_job import typed
 from tests.support import TRANSFORMS, log_lines, transform_module
 
-UNCHANGED = "tests.etl_job.transforms:unchanged"
+UNCHANGED = f"{TRANSFORMS}:unchanged"
 REST_PATH = {"etl_job.pipeline.STORAGE_API": False}
 
 

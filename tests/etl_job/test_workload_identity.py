@@ -19,7 +19,7 @@ from google.auth.transport.requests import Request
 from dev.local_wif import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, AwsError, BearerProxy, LocalAws, LocalGoogle
 from etl_job import contract, workload_identity
 from etl_job.errors import JobError
-from tests.support import DEMO_SQL, assert_no_traceback, business_columns, expected_rows, log_lines
+from tests.support import DEMO_SQL, SLOW, assert_no_traceback, business_columns, expected_rows, log_lines
 
 REGION = "eu-west-1"
 PROVIDER = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/etl-pool/providers/aws-etl"
@@ -107,7 +107,7 @@ def test_rotating_credentials_and_expiring_tokens_keep_a_long_run_going(job, sta
     job.seed(240)
 
     done = job.run(**wif_env(local_aws, google, proxy, tmp_path), ETL_BATCH_SIZE="20", ETL_CONCURRENCY="1",
-                   ETL_TRANSFORM="tests.etl_job.transforms:slow")
+                   ETL_TRANSFORM=SLOW)
 
     assert done.returncode == 0, done.stderr
     assert business_columns(job.rows()) == expected_rows(240)
