@@ -89,7 +89,7 @@ def _other_forms(client: bigquery.Client, env: dict[str, str]) -> int:
     return _same_rule(client, env, BATCH_DESTINATION, {"ETL_TRANSFORM": BATCH_TRANSFORM}, f"ETL_TRANSFORM={BATCH_TRANSFORM}",
                       "in the batch form: one Arrow call per batch") or _same_rule(
         client, env, SQL_DESTINATION, {"ETL_TRANSFORM_SQL": (ROOT / "etl_job" / "transform.sql").read_text()},
-        'ETL_TRANSFORM_SQL="$(cat etl_job/transform.sql)"', "in SQL: one MERGE inside BigQuery")
+        'ETL_TRANSFORM_SQL="$(cat etl_job/transform.sql)"', "in SQL: one INSERT inside BigQuery")
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ The process, top to bottom (this module): read and validate the configuration (`
 install the SIGTERM handler and timeout, skip if an older run is still going (``overlap``),
 resolve Google credentials (``credentials``), import the transform (ETL_TRANSFORM), then run the
 pipeline (``pipeline``: extract → ``transform`` → load, through the BigQuery adapter ``bigquery_io``),
-or, with ETL_TRANSFORM_SQL set, the SQL path (``sql_transform``: one MERGE inside BigQuery),
+or, with ETL_TRANSFORM_SQL set, the SQL path (``sql_transform``: one INSERT inside BigQuery),
 and turn its outcome into log lines, a metric and an exit code.
 
 Exit codes:
@@ -129,7 +129,7 @@ def _run(config: config_module.Config, stop: stopping.Stop) -> tuple[RunResult, 
                               storage_endpoint=None if transform is None else bigquery_io.storage_endpoint(os.environ))
     try:
         shard = runs.Shard(config.shard_index, config.shard_count)
-        if transform is None:  # SQL push-down: one MERGE inside BigQuery
+        if transform is None:  # SQL push-down: one INSERT inside BigQuery
             from etl_job import sql_transform
 
             result = sql_transform.run(config, bq, stop, shard=shard)

@@ -119,7 +119,7 @@ class BigQuery:
 
     Every call waits in short slices and gives up (raises ``Abandoned``) once the run is stopping:
     reads at once, writes that settle the batch in flight (``settle``) at the stop deadline. A job
-    given up on is asked to cancel; a load or a MERGE is atomic, so it either committed or not, and
+    given up on is asked to cancel; a load or a DML statement is atomic, so it either committed or not, and
     the next run redoes whatever is not in the destination.
     """
 
@@ -205,7 +205,7 @@ class BigQuery:
         return list(job.schema or [])
 
     def run_dml(self, sql: str) -> int | None:
-        """Run a DML statement (MERGE, DELETE, ...), wait for it, return the rows it changed."""
+        """Run a DML statement (INSERT, DELETE, ...), wait for it, return the rows it changed."""
         job = self._start_query(sql, settle=True)
         self._wait(lambda: job.result(**self._results()), settle=True, job=job)
         changed: int | None = job.num_dml_affected_rows

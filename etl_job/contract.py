@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from etl_job import rules
 
 SOURCE_TABLE = "ETL_SOURCE_TABLE"  # project.dataset.table to extract from
-DESTINATION_TABLE = "ETL_DESTINATION_TABLE"  # project.dataset.table to merge into
+DESTINATION_TABLE = "ETL_DESTINATION_TABLE"  # project.dataset.table to insert into
 KEY_COLUMN = "ETL_KEY_COLUMN"  # unique key shared by source and destination
 BATCH_SIZE = "ETL_BATCH_SIZE"  # rows per page and per load job
 CONCURRENCY = "ETL_CONCURRENCY"  # transform workers

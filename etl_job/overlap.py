@@ -9,7 +9,7 @@ task). A task's shard is read from its container overrides (``contract.SHARD_SET
 
 This check is what keeps two runs from loading at the same time. Overlapping runs never lose
 rows, but they can write a key twice: each reads the same missing keys, and BigQuery may commit
-two concurrent MERGEs that only insert. If the check itself fails (metadata endpoint or ECS API
+two concurrent INSERTs. If the check itself fails (metadata endpoint or ECS API
 unreachable, permission denied) the run goes ahead with a warning: fail open, because failing
 closed would silently skip every scheduled run until someone fixed a permission. So a failed
 check while another run is still going can double rows; the warning says so.

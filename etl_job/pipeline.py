@@ -16,16 +16,17 @@ How a run stays correct however it ends:
   them. Either makes the run exit 3.
 * Transformed batches are gathered as one Parquet file in memory; at LOAD_BYTES of it, after
   LOAD_SECONDS, or at the end, it is written with a load job into a per-run staging table
-  (WRITE_TRUNCATE), then MERGEd into the destination on the key, inserting only keys not already
-  there, on a thread of its own while the next rows are gathered (one load at a time). A MERGE is atomic, so whole batches land together or not at all, and within a run no key
-  is written twice.
-  Two runs at the same time could both insert a key: BigQuery may commit two concurrent MERGEs
-  that only insert. The guard is ``overlap`` (a scheduled run skips while an older one is still
-  going); it fails open, so should its check fail while another run is going, rows may be doubled.
+  (WRITE_TRUNCATE), then inserted into the destination by one INSERT of only the keys not already
+  there (``insert_sql``), on a thread of its own while the next rows are gathered (one load at a
+  time). A DML statement is atomic, so whole batches land together or not at all, and within a run
+  no key is written twice.
+  Two runs at the same time could both insert a key: BigQuery may commit two concurrent INSERTs.
+  The guard is ``overlap`` (a scheduled run skips while an older one is still going); it fails
+  open, so should its check fail while another run is going, rows may be doubled.
 * Memory is bounded by the batch size and LOAD_BYTES however large the table: one batch is read and
   transformed while a background thread gathers (or loads) the previous one; never more than two,
   plus the gathered Parquet and one Storage Read message received ahead.
-* The destination is created clustered on the key, so each MERGE reads little of it. Columns the transform adds are
+* The destination is created clustered on the key, so each INSERT reads little of it. Columns the transform adds are
   declared in its module's ``OUTPUT_COLUMNS``; the job creates the destination with them.
 * Rows whose transform fails, and rows with a value that would not load into its column (checked
   in the job against the destination's schema before anything is sent), go to
@@ -40,7 +41,7 @@ How a run stays correct however it ends:
   (``schema.mismatches``): a missing column, a narrower type or a source column named like a
   lineage column stops the run with the fix.
 * JSON and BYTES columns travel as text (JSON text, base64) into STRING staging columns and are
-  turned back by the MERGE (PARSE_JSON, FROM_BASE64), so a JSON null stays a JSON null (a JSON
+  turned back by the INSERT (PARSE_JSON, FROM_BASE64), so a JSON null stays a JSON null (a JSON
   load reads ``null`` as SQL NULL) and bytes arrive byte for byte. FLOAT64 NaN and infinities go as
   the strings BigQuery's JSON loader reads (``bigquery_io.to_json``).
 * On a stop (``stopping``): no new batch is started; the batches already transformed are loaded
@@ -87,8 +88,8 @@ COPIES = "_etl_key_copies"  # extract column: how many source rows share the row
 # The extract and load on the BigQuery Storage Read API (Arrow) and Parquet load jobs. False: today's
 # algorithm before them, REST query pages and JSON load jobs, kept only as `make bench`'s "rest" variant.
 STORAGE_API = True
-# Transformed batches are gathered, compressed, into one Parquet load and one MERGE of up to this many bytes:
-# a load job and a MERGE cost about a tenth of a second each on the local BigQuery, seconds on BigQuery,
+# Transformed batches are gathered, compressed, into one Parquet load and one INSERT of up to this many bytes:
+# a load job and an INSERT cost about a tenth of a second each on the local BigQuery, seconds on BigQuery,
 # whatever their size (and BigQuery allows 1,500 load jobs per table a day). They run on a thread of their
 # own while the next rows are read, transformed and gathered. Memory: two batches of rows, plus at most twice
 # this (one load in flight, the next gathering), plus a Parquet row group of Arrow (Parquet.ROW_GROUP_BYTES).
@@ -134,18 +135,21 @@ def null_keys_sql(source: TableId, key: str, *, source_filter: str | None = None
     return f"SELECT COUNT(*) FROM {source.sql} AS s WHERE s.`{key}` IS NULL\n{filter_sql(source_filter)}"
 
 
-def merge_sql(destination: TableId, staging: TableId, key: str, columns: list[str], *,
-              json_columns: Iterable[str] = (), bytes_columns: Iterable[str] = ()) -> str:
+def insert_sql(destination: TableId, staging: TableId, key: str, columns: list[str], *,
+               json_columns: Iterable[str] = (), bytes_columns: Iterable[str] = ()) -> str:
     """Insert the staged rows whose key is not in the destination yet (staging holds one row per key: see extract).
 
+    One INSERT, not a MERGE: as atomic, and BigQuery runs 10 INSERTs into a table at once (queueing 100) where
+    it runs 2 MERGEs (queueing 20), so the shards of a fanned-out run do not wait on each other's loads.
     JSON and BYTES columns are staged as text (JSON text, base64) and converted back here.
     """
     convert = {**{c: "PARSE_JSON" for c in json_columns}, **{c: "FROM_BASE64" for c in bytes_columns}}
     names = ", ".join(f"`{column}`" for column in columns)
     values = ", ".join(f"{convert[c]}(S.`{c}`)" if c in convert else f"S.`{c}`" for c in columns)
     return (
-        f"MERGE {destination.sql} AS T USING {staging.sql} AS S ON T.`{key}` = S.`{key}`\n"
-        f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+        f"INSERT INTO {destination.sql} ({names})\n"
+        f"SELECT {values} FROM {staging.sql} AS S\n"
+        f"WHERE NOT EXISTS (SELECT 1 FROM {destination.sql} AS T WHERE T.`{key}` = S.`{key}`)"
     )
 
 
@@ -274,14 +278,14 @@ class _Tables:
     errors: TableId
     skipped: TableId
     schema: list[bigquery.SchemaField]  # the destination's
-    staging_schema: list[bigquery.SchemaField]  # the destination's, with top-level JSON and BYTES columns as STRING (see merge_sql)
+    staging_schema: list[bigquery.SchemaField]  # the destination's, with top-level JSON and BYTES columns as STRING (see insert_sql)
     staging_arrow: pa.Schema  # the staging schema in Arrow: what a Parquet load of it holds
     errors_schema: list[bigquery.SchemaField]
     skipped_schema: list[bigquery.SchemaField]
     any_skipped: bool  # whether the skipped table held rows at start
     checks: dict[str, Callable[[object], tuple[str, str] | None]]  # column → value check (schema.value_check), lineage columns excepted
     json_columns: tuple[str, ...]  # top-level, non-repeated JSON columns of the source (read as JSON text)
-    staged_json: tuple[str, ...]  # destination columns staged as JSON text (see merge_sql)
+    staged_json: tuple[str, ...]  # destination columns staged as JSON text (see insert_sql)
     staged_bytes: tuple[str, ...]  # destination columns staged as base64 text
     target: arrow_transform.Target  # what the batch form's rows must fit (the staging columns but lineage)
     key: str
@@ -381,7 +385,7 @@ def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
 
 
 def _staged(field: bigquery.SchemaField) -> bigquery.SchemaField:
-    """How a destination column travels in the staging table (see merge_sql); Parquet carries BYTES as they are."""
+    """How a destination column travels in the staging table (see insert_sql); Parquet carries BYTES as they are."""
     as_text = ("JSON",) if STORAGE_API else ("JSON", "BYTES")
     if field.mode != "REPEATED" and schema.standard(field.field_type) in as_text:
         return bigquery.SchemaField(field.name, "STRING", mode=field.mode)
@@ -593,7 +597,7 @@ class _Loader:
         self._queue: queue.Queue[_Batch | None] = queue.Queue()
         self._gathered = arrow_io.Parquet(tables.staging_arrow)  # transformed rows not loaded yet (whole batches)
         self._in_hand = 0  # rows of the batch being loaded, neither gathered nor landed yet
-        # The gathered rows being loaded and MERGEd on the lander thread while more are gathered (one at a time:
+        # The gathered rows being loaded and inserted on the lander thread while more are gathered (one at a time:
         # the staging table is one), how many rows it carries, and those a load job refused (see _land).
         self._lander = ThreadPoolExecutor(1, thread_name_prefix="lander")
         self._landing: futures.Future[int] | None = None
@@ -669,7 +673,7 @@ class _Loader:
             return pa.concat_tables([half for half in halves if half is not None])
 
     def _flush(self, failed: list[Failure], *, final: bool) -> int:
-        """Start loading the gathered rows (one Parquet load and one MERGE, on the lander thread) once they reach
+        """Start loading the gathered rows (one Parquet load and one INSERT, on the lander thread) once they reach
         LOAD_BYTES or have waited LOAD_SECONDS, so that the next rows are read meanwhile; at the end, load the rest
         and wait. Return how many rows the loads that ended inserted; rows they refused join ``failed``."""
         gathered, inserted = self._gathered, 0
@@ -718,7 +722,7 @@ class _Loader:
                 result.rows_duplicate_key += batch.duplicates
                 failed = []
         except Abandoned:
-            # A load or MERGE given up on either committed or not: the next run redoes whatever is missing.
+            # A load or INSERT given up on either committed or not: the next run redoes whatever is missing.
             unsettled = self._in_hand + self._gathered.rows + self._landing_rows + len(skipped) + len(failed)
             self._gathered = arrow_io.Parquet(self._tables.staging_arrow)
             self._landing, self._landing_rows = None, 0
@@ -738,7 +742,7 @@ class _Loader:
         ))
 
     def _land(self, rows: Unit, failed: list[Failure]) -> int:
-        """Load the rows into staging and MERGE them; return how many were inserted.
+        """Load the rows into staging and INSERT them into the destination; return how many were inserted.
 
         A load that fails for a row's fault (BigQuery's BadRequest, or a value Arrow cannot hold in its
         column, which the checks in ``schema`` did not foresee) is retried on each half of the rows, down
@@ -755,7 +759,7 @@ class _Loader:
                 return self._land(rows[:half], failed) + self._land(rows[half:], failed)
             _reject(rows[0] if isinstance(rows, list) else rows.slice(0, 1).to_pylist()[0], exc, failed, tables.key)
             return 0
-        changed = self._bq.run_dml(merge_sql(
+        changed = self._bq.run_dml(insert_sql(
             tables.destination, tables.staging, tables.key, [f.name for f in tables.schema],
             json_columns=tables.staged_json, bytes_columns=tables.staged_bytes))
         return len(rows) if changed is None else changed

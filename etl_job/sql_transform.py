@@ -1,11 +1,14 @@
 """SQL push-down: a transform written as a SELECT list (ETL_TRANSFORM_SQL) runs inside BigQuery; no row passes here.
 
-One MERGE reads the source rows the Python path's extract would read (the same anti-join on the key
+One INSERT reads the source rows the Python path's extract would read (the same anti-join on the key
 against the destination and, where it exists, against the keys the Python transform skipped; one row
-per key, the source filter and the shard predicate), computes the
-user's SELECT list over them (the source is aliased ``s``) plus the lineage columns, and inserts
-the keys not in the destination yet. A MERGE is atomic, so an interrupted run wrote all of it or
-nothing, and a rerun (on either path) inserts exactly the keys still missing.
+per key, the source filter and the shard predicate), computes the user's SELECT list over them (the
+source is aliased ``s``) plus the lineage columns, and inserts them: the keys not in the destination
+yet. A DML statement is atomic, so an interrupted run wrote all of it or nothing, and a rerun (on
+either path) inserts exactly the keys still missing. An INSERT rather than a MERGE: the anti-join
+already leaves out the keys in the destination, so a MERGE's join on the key would only repeat it
+(0.04 s of 0.7 s at 1,000,000 rows on the local BigQuery), and BigQuery runs 10 INSERTs into a table
+at once where it runs 2 MERGEs.
 
 Before anything is written, the SELECT list over the filtered source is checked with one BigQuery dry
 run (nothing read or billed); a mistake stops the run with BigQuery's message in one line. The
@@ -45,9 +48,9 @@ log = logging.getLogger(__name__)
 
 
 def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunResult:
-    """Check, then MERGE every source row not yet in the destination, transformed by the SELECT list, in one statement."""
+    """Check, then INSERT every source row not yet in the destination, transformed by the SELECT list, in one statement."""
     started = time.monotonic()
-    result = RunResult(run_id=new_run_id(), timings={"check": 0.0, "merge": 0.0})
+    result = RunResult(run_id=new_run_id(), timings={"check": 0.0, "insert": 0.0})
     with ThreadPoolExecutor(3, thread_name_prefix="check") as reads:  # independent round trips: at once
         checked = reads.submit(_checked_output, config, bq)
         destination = reads.submit(bq.get_table, config.destination_table)
@@ -62,13 +65,13 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
         return result
     log.info("run started", extra=fields(run_id=result.run_id, path="sql"))
     counter = ThreadPoolExecutor(1, thread_name_prefix="count")
-    try:  # the count runs beside the MERGE, and at a stop is waited for as the MERGE is (see counts_sql)
+    try:  # the count runs beside the INSERT, and at a stop is waited for as the INSERT is (see counts_sql)
         counts = counter.submit(bq.query_value, counts_sql(config, shard, skipped, result.run_id), settle=True)
         clock = time.monotonic()
-        changed = bq.run_dml(merge_sql(config, shard, result.run_id, columns, skipped))
-        result.timings["merge"] = time.monotonic() - clock
+        changed = bq.run_dml(insert_sql(config, shard, result.run_id, columns, skipped))
+        result.timings["insert"] = time.monotonic() - clock
     except Abandoned:
-        log.warning("stop requested: gave up on the MERGE (it committed whole or not at all); the next run "
+        log.warning("stop requested: gave up on the INSERT (it committed whole or not at all); the next run "
                     "inserts whatever is missing")
         return result
     finally:
@@ -90,12 +93,12 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
 
 
 def _counted(counts: Future[list[int]], changed: int | None) -> tuple[int, int]:
-    """Source rows with a key and with a NULL key that the MERGE had to process; if counting them failed, the MERGE
+    """Source rows with a key and with a NULL key that the INSERT had to process; if counting them failed, the INSERT
     has committed all the same: a warning, and no duplicate or NULL keys counted this run."""
     try:
         with_key, null_key = (int(n) for n in counts.result())
     except (Abandoned, JobError, *ERRORS) as exc:
-        log.warning("the MERGE committed, but counting the source rows it had to process failed: this run counts "
+        log.warning("the INSERT committed, but counting the source rows it had to process failed: this run counts "
                     "no duplicated or NULL keys", extra=fields(rows_loaded=changed, error=str(exc)[:300]))
         return changed or 0, 0
     return with_key, null_key
@@ -132,25 +135,28 @@ def counts_sql(config: Config, shard: Shard, skipped: TableId | None, run_id: st
     """Rows with a key and rows with a NULL key, among the source rows still to process.
 
     The rows ``run_id`` inserted count as still to process, so the count reads the same before and after that
-    run's MERGE commits: it runs beside the MERGE, one round trip less.
+    run's INSERT commits: it runs beside the INSERT, one round trip less.
     """
     key = f"s.`{config.key_column}`"
     return (f"SELECT [COUNT({key}), COUNTIF({key} IS NULL)]\n"
             f"{_pending(config, shard, skipped, null_keys=True, run_id=run_id)}")
 
 
-def merge_sql(config: Config, shard: Shard, run_id: str, columns: list[str], skipped: TableId | None = None) -> str:
-    """The one statement of a SQL-path run: insert the transformed rows whose key is not in the destination yet."""
+def insert_sql(config: Config, shard: Shard, run_id: str, columns: list[str], skipped: TableId | None = None) -> str:
+    """The one statement of a SQL-path run: insert the transformed rows whose key is not in the destination yet.
+
+    The columns are taken from the SELECT list by name, so a source column added since the dry run (``*``) is
+    not inserted into another's place.
+    """
     key = config.key_column
     names = ", ".join(f"`{c}`" for c in columns)
-    values = ", ".join(f"S.`{c}`" for c in columns)
     return (
-        f"MERGE {config.destination_table.sql} AS T USING (\n"
+        f"INSERT INTO {config.destination_table.sql} ({names})\n"
+        f"SELECT {names} FROM (\n"
         f"SELECT\n{config.transform_sql}\n, '{run_id}' AS run_id, CURRENT_TIMESTAMP() AS processed_at\n"
         f"{_pending(config, shard, skipped)}"
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1\n"
-        f") AS S ON T.`{key}` = S.`{key}`\n"
-        f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+        f")"
     )
 
 

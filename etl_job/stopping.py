@@ -10,7 +10,7 @@ from etl_job.errors import ExitCode
 # Measured from the stop request (SIGTERM, Ctrl-C or ETL_TIMEOUT_MINUTES). ECS SIGKILLs the task
 # limits.STOP_TIMEOUT_SECONDS (120) after SIGTERM, so everything here must end well before that.
 SETTLE_SECONDS = 30  # transforms still running are abandoned (their rows are redone by the next run)
-DEADLINE_SECONDS = 90  # BigQuery work still in flight (a load, a MERGE) is abandoned and the run ends
+DEADLINE_SECONDS = 90  # BigQuery work still in flight (a load, an INSERT) is abandoned and the run ends
 POLL_SECONDS = 0.25  # how often a wait on BigQuery checks for a stop
 
 

@@ -41,9 +41,10 @@ LAUNCH_RETRY_ATTEMPTS = 3
 LAUNCH_MAX_EVENT_AGE_MINUTES = 60
 DLQ_RETENTION_DAYS = 14
 
-# The fan-out (shards > 1). Each running shard has at most one MERGE in flight into the one
-# destination table, and BigQuery runs 2 mutating DML statements per table at a time and queues 20
-# more; beyond that it fails them (BigQuery quotas, "DML statements"). So at most 20 at a time.
+# The fan-out (shards > 1). Each running shard has at most one INSERT in flight into the one
+# destination table; once a table has had 1,500 INSERTs in a day BigQuery runs 10 at a time and
+# queues 100 more, beyond which it fails them (BigQuery docs, "DML concurrency"). At most 20 at a
+# time keeps every shard's INSERT running or briefly queued.
 MAX_PARALLEL_SHARDS = 20
 # A shard may take timeout_minutes, plus the stop grace, plus this long to be placed and pull its image.
 SHARD_LAUNCH_ALLOWANCE_SECONDS = 600

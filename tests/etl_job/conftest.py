@@ -63,7 +63,7 @@ class HoldingProxy:
 
 @pytest.fixture
 def holding_proxy(local_bigquery):
-    """Make a HoldingProxy in front of the session's local BigQuery: ``holding_proxy(b"MERGE ")``."""
+    """Make a HoldingProxy in front of the session's local BigQuery: ``holding_proxy(b"INSERT INTO ")``."""
     proxies: list[HoldingProxy] = []
 
     def make(hold: bytes) -> HoldingProxy:

@@ -261,12 +261,12 @@ def test_a_broken_transform_module_is_a_clear_error_naming_the_file_and_line(job
     assert error["message"].endswith("fix that line")
 
 
-def test_sigterm_while_a_merge_hangs_gives_up_at_the_deadline_and_the_rerun_is_clean(job, holding_proxy):
+def test_sigterm_while_an_insert_hangs_gives_up_at_the_deadline_and_the_rerun_is_clean(job, holding_proxy):
     job.seed(300)
-    proxy = holding_proxy(b"MERGE ")
+    proxy = holding_proxy(b"INSERT INTO ")
     deadline = 3.0
     process = job.start(deadline=deadline, BIGQUERY_EMULATOR_HOST=proxy.url, ETL_BATCH_SIZE="100")
-    assert proxy.held.wait(60), "the job never sent its MERGE"
+    assert proxy.held.wait(60), "the job never sent its INSERT"
 
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
@@ -279,7 +279,7 @@ def test_sigterm_while_a_merge_hangs_gives_up_at_the_deadline_and_the_rerun_is_c
     assert any(line["message"].startswith("gave up on the batch in flight") for line in logs)
     end = logs[-1]
     assert "SIGTERM" in end["message"] and end["rows_loaded"] == 0 and end["rows_abandoned"] >= 100
-    assert job.count() == 0  # the held MERGE never reached BigQuery
+    assert job.count() == 0  # the held INSERT never reached BigQuery
 
     proxy.release.set()
     done = job.run()

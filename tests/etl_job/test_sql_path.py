@@ -175,17 +175,17 @@ def test_sql_path_reruns_converge_and_take_over_from_an_interrupted_python_run(j
     assert pending_counts(job, "a-later-run") == [0, 0]  # nothing is left to process
 
 
-def test_sql_path_stopped_during_its_merge_exits_143_and_the_rerun_completes(job, holding_proxy):
+def test_sql_path_stopped_during_its_insert_exits_143_and_the_rerun_completes(job, holding_proxy):
     job.seed(20)
-    proxy = holding_proxy(b"MERGE ")  # the MERGE never gets an answer
+    proxy = holding_proxy(b"INSERT INTO ")  # the INSERT never gets an answer
     process = job.start(deadline=2, BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM_SQL=DEMO_SQL)
-    assert proxy.held.wait(60), "the MERGE was never sent"
+    assert proxy.held.wait(60), "the INSERT was never sent"
 
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 143, stderr
-    assert "gave up on the MERGE" in stderr
+    assert "gave up on the INSERT" in stderr
     rerun = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
     assert rerun.returncode == 0 and [r["id"] for r in job.rows()] == list(range(1, 21))
 
@@ -211,7 +211,7 @@ def test_sql_path_counts_duplicate_and_null_keys_like_the_python_path(job):
 
     first = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
     line = last_line(first)
-    # The count beside the MERGE reads the same once the MERGE has committed (it counts the run's own rows).
+    # The count beside the INSERT reads the same once the INSERT has committed (it counts the run's own rows).
     counted = pending_counts(job, line["run_id"])
     again = job.run(ETL_TRANSFORM_SQL=DEMO_SQL)
 
@@ -222,23 +222,23 @@ def test_sql_path_counts_duplicate_and_null_keys_like_the_python_path(job):
     assert again.returncode == 3 and last_line(again)["rows_duplicate_key"] == 0  # NULL keys stay: exit 3 again
 
 
-def test_a_merge_that_commits_is_reported_when_its_count_is_given_up_at_a_stop(job, holding_proxy):
+def test_an_insert_that_commits_is_reported_when_its_count_is_given_up_at_a_stop(job, holding_proxy):
     job.seed(5)
-    proxy = holding_proxy(b"COUNTIF")  # the count never gets an answer; the MERGE does
+    proxy = holding_proxy(b"COUNTIF")  # the count never gets an answer; the INSERT does
     process = job.start(deadline=2, BIGQUERY_EMULATOR_HOST=proxy.url, ETL_TRANSFORM_SQL=DEMO_SQL)
     assert proxy.held.wait(60), "the job sent no count"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and job.count() < 5:  # the destination exists before the count is sent
         time.sleep(0.2)
-    assert any(b"MERGE " in body for body in proxy.bodies), "the MERGE waited for the count"
+    assert any(b"INSERT INTO " in body for body in proxy.bodies), "the INSERT waited for the count"
 
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 0, stderr
     assert log_lines(stderr)[-1]["rows_loaded"] == 5
-    assert "gave up on the MERGE" not in stderr
-    assert "the MERGE committed, but counting the source rows it had to process failed" in stderr
+    assert "gave up on the INSERT" not in stderr
+    assert "the INSERT committed, but counting the source rows it had to process failed" in stderr
 
 
 def test_sql_path_over_shards_equals_one_run(job):

@@ -108,7 +108,7 @@ def test_every_type_arrives_value_for_value_on_the_rest_path_and_the_wire_holds_
     assert (first["f"], second["f"], third["f"]) == ("NaN", "Infinity", "-Infinity")
     assert (first["i"], second["i"], staged["d"]["i"]) == (str(2**63 - 1), str(-(2**63)), "9007199254740993")
     assert first["ai"] == [str(-(2**63)), 0, str(2**63 - 1)]
-    assert base64.b64decode(third["bs"]) == bytes(range(256))  # BYTES: base64, decoded by FROM_BASE64 in the MERGE
+    assert base64.b64decode(third["bs"]) == bytes(range(256))  # BYTES: base64, decoded by FROM_BASE64 in the INSERT
     assert (second["j"], third["j"], staged["nulls"]["j"]) == ("null", '"null"', None)  # JSON null, a string, NULL
     assert first["n"] == "99999999999999999999999999999.999999999" and first["ts"] == "1969-07-20T20:17:40.123456+00:00"
 

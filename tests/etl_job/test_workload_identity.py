@@ -101,7 +101,7 @@ def test_the_sql_path_needs_no_storage_endpoint_beside_a_local_endpoint(job, sta
 def test_rotating_credentials_and_expiring_tokens_keep_a_long_run_going(job, stand_ins, tmp_path):
     # Every AWS key and Google token works for 1.5 s (see dev/local_wif.py on compressed lifetimes);
     # the run takes several seconds, so it must re-read the endpoint and re-exchange on the way. The
-    # Python path calls BigQuery at the start (extract) and at the end (one Parquet load and MERGE of
+    # Python path calls BigQuery at the start (extract) and at the end (one Parquet load and INSERT of
     # the gathered batches): the end comes after both have expired, with fresh ones or not at all.
     local_aws, google, proxy = stand_ins({"lifetime_seconds": 1.5}, lifetime_seconds=1.5)
     job.seed(240)

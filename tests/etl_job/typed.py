@@ -27,9 +27,9 @@ LOCAL_LIMITS = {
     "BIGNUMERIC": "a table with a BIGNUMERIC column cannot be created (HTTP 500: DuckDB decimals stop at width 38)",
     "GEOGRAPHY": "a query reading a GEOGRAPHY column fails offline (the spatial extension cannot be installed)",
     "BYTES in a JSON load": "stored as the base64 text instead of decoded; the job stages BYTES as base64 text "
-                            "and decodes it with FROM_BASE64 in the MERGE, a path the local BigQuery decodes",
+                            "and decodes it with FROM_BASE64 in the INSERT, a path the local BigQuery decodes",
     "JSON null in a JSON load": "read as SQL NULL (by BigQuery too); the job stages JSON as text and uses "
-                                "PARSE_JSON in the MERGE",
+                                "PARSE_JSON in the INSERT",
     "NaN / Infinity in a JSON load": "bare tokens are accepted here (BigQuery rejects them: not JSON); the test "
                                      "checks that the job sends the strings BigQuery reads",
     "Parquet columns by position": "a Parquet load fills the table's columns in the file's order (BigQuery matches "
