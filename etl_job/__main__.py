@@ -120,6 +120,8 @@ def _run(config: config_module.Config, stop: stopping.Stop) -> tuple[RunResult, 
         credentials.forget_secret_environment()
     log.info("using Google credentials", extra=fields(credentials=auth.description))
     transform = None if config.transform_sql else config_module.import_transform(config.transform)
+    if transform is None:
+        _without_storage_read_client()
     # the google client is slow to import: only when needed (and the SQL path never imports the Python path's)
     from etl_job import bigquery_io, runs
 
@@ -143,6 +145,14 @@ def _run(config: config_module.Config, stop: stopping.Stop) -> tuple[RunResult, 
         log.error(bigquery_io.describe_error(exc), extra=fields(exit_code=int(ExitCode.FATAL)))
         return ExitCode.FATAL
     return result, bq
+
+
+def _without_storage_read_client() -> None:
+    """On the SQL path, which reads no rows, keep google-cloud-bigquery from importing its optional Storage Read
+    client and pyarrow: 0.06 s of the job's start, a tenth of a SQL-path run (make bench). A module set to None in
+    ``sys.modules`` is one an import cannot find, which the client handles as not installed."""
+    for name in ("google.cloud.bigquery_storage_v1", "google.cloud.bigquery_storage", "pyarrow"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: documented as "not importable"
 
 
 def _exit_code(result: RunResult, stop: stopping.Stop) -> ExitCode:
