@@ -9,12 +9,15 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
+from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+from google.cloud.bigquery_storage_v1.services import big_query_read
 
 from etl_job import JSON_NULL, schema
 from etl_job.config import TableId
@@ -37,12 +40,49 @@ def use_system_allocator() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
+class ReadClient(BigQueryReadClient):
+    """Google's Storage Read API client, whose ``read_rows`` lets go of each message as soon as the caller does."""
+
+    def read_rows(self, name: str, offset: int = 0, *args: Any, **kwargs: Any) -> Iterator[Any]:  # type: ignore[override]  # only name and offset
+        return _Messages(self, name, offset)
+
+
+class _Messages:
+    """A read stream's messages (``ReadRowsResponse``), none kept once handed out.
+
+    The library's ``ReadRowsStream`` holds each message until the next arrives (a generator's local): on
+    the local BigQuery 4.4 MB a stream, which took a 1,000,000-row run's peak memory 7 MiB higher (make
+    bench). This reads the stream's call itself; should it fail, the rest of the stream (from the rows
+    read so far) is read through the library's ``ReadRowsStream``, which reconnects on transient errors
+    and raises the others, as it always has. Not a generator: a generator would hold the message too.
+    """
+
+    def __init__(self, read_client: ReadClient, stream: str, offset: int) -> None:
+        self._client, self._stream, self._offset, self._resumed = read_client, stream, offset, False
+        self._responses: Iterator[Any] = iter(big_query_read.BigQueryReadClient.read_rows(
+            read_client, read_stream=stream, offset=offset))
+
+    def __iter__(self) -> _Messages:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            response = next(self._responses)
+        except api_exceptions.GoogleAPICallError:
+            if self._resumed:
+                raise  # the library's stream gave up
+            self._resumed = True
+            self._responses = iter(BigQueryReadClient.read_rows(  # type: ignore[no-untyped-call]  # the library's own
+                self._client, self._stream, offset=self._offset))
+            response = next(self._responses)
+        self._offset += response.row_count
+        return response
+
+
 def client(credentials: Any, endpoint: str | None) -> Any:
     """A Storage Read API client: Google's with the run's credentials, or a local one over plain gRPC."""
-    from google.cloud.bigquery_storage_v1 import BigQueryReadClient
-
     if endpoint is None:
-        return BigQueryReadClient(credentials=credentials)  # type: ignore[no-untyped-call]  # the library's own
+        return ReadClient(credentials=credentials)  # type: ignore[no-untyped-call]  # the library's own
     import grpc
     from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
 
@@ -52,7 +92,7 @@ def client(credentials: Any, endpoint: str | None) -> Any:
     # keeps it: across clouds the window must cover the round trip to keep a stream fast.
     options = [("grpc.max_receive_message_length", -1), ("grpc.http2.bdp_probe", 0)]
     channel = grpc.insecure_channel(endpoint, options=options)
-    return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))  # type: ignore[no-untyped-call]  # the library's own
+    return ReadClient(transport=BigQueryReadGrpcTransport(channel=channel))  # type: ignore[no-untyped-call]  # the library's own
 
 
 def open_session(read_client: Any, table: TableId, columns: list[str], streams: int, *, timeout: float) -> Any:
