@@ -5,10 +5,10 @@ against the destination and, where it exists, against the keys the Python transf
 per key, the source filter and the shard predicate), computes the user's SELECT list over them (the
 source is aliased ``s``) plus the lineage columns, and inserts them: the keys not in the destination
 yet. A DML statement is atomic, so an interrupted run wrote all of it or nothing, and a rerun (on
-either path) inserts exactly the keys still missing. An INSERT rather than a MERGE: the anti-join
-already leaves out the keys in the destination, so a MERGE's join on the key would only repeat it
-(0.04 s of 0.7 s at 1,000,000 rows on the local BigQuery), and BigQuery runs 10 INSERTs into a table
-at once where it runs 2 MERGEs.
+either path) inserts exactly the keys still missing. An INSERT rather than a MERGE (see
+``pipeline.insert_sql``); like the MERGE's join on the key, it checks the key it writes against the
+destination too, so that a SELECT list that changes the key (not refused: nothing short of running it
+shows that) still inserts each row once.
 
 Before anything is written, the SELECT list over the filtered source is checked with one BigQuery dry
 run (nothing read or billed); a mistake stops the run with BigQuery's message in one line. The
@@ -146,7 +146,8 @@ def insert_sql(config: Config, shard: Shard, run_id: str, columns: list[str], sk
     """The one statement of a SQL-path run: insert the transformed rows whose key is not in the destination yet.
 
     The columns are taken from the SELECT list by name, so a source column added since the dry run (``*``) is
-    not inserted into another's place.
+    not inserted into another's place. The outer NOT EXISTS repeats the anti-join on the key as written, which
+    differs from the source's only if the SELECT list changes it (0.01 s at 1,000,000 rows on the local BigQuery).
     """
     key = config.key_column
     names = ", ".join(f"`{c}`" for c in columns)
@@ -156,7 +157,8 @@ def insert_sql(config: Config, shard: Shard, run_id: str, columns: list[str], sk
         f"SELECT\n{config.transform_sql}\n, '{run_id}' AS run_id, CURRENT_TIMESTAMP() AS processed_at\n"
         f"{_pending(config, shard, skipped)}"
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1\n"
-        f")"
+        f") AS S\n"
+        f"WHERE NOT EXISTS (SELECT 1 FROM {config.destination_table.sql} AS T WHERE T.`{key}` = S.`{key}`)"
     )
 
 

@@ -175,6 +175,20 @@ def test_sql_path_reruns_converge_and_take_over_from_an_interrupted_python_run(j
     assert pending_counts(job, "a-later-run") == [0, 0]  # nothing is left to process
 
 
+def test_a_select_list_that_changes_the_key_still_inserts_each_row_once(job):
+    # Not refused (nothing short of running it shows that the list changes the key's values): the anti-join on the
+    # source's key then never matches, and only the INSERT's own check on the key it writes keeps a rerun out.
+    job.seed(10)
+    changed = "* REPLACE (s.id + 1000 AS id)"
+
+    first = job.run(ETL_TRANSFORM_SQL=changed)
+    again = job.run(ETL_TRANSFORM_SQL=changed)
+
+    assert first.returncode == 0, first.stderr
+    assert (last_line(first)["rows_loaded"], last_line(again)["rows_loaded"]) == (10, 0)
+    assert [r["id"] for r in job.rows()] == list(range(1001, 1011))
+
+
 def test_sql_path_stopped_during_its_insert_exits_143_and_the_rerun_completes(job, holding_proxy):
     job.seed(20)
     proxy = holding_proxy(b"INSERT INTO ")  # the INSERT never gets an answer
