@@ -237,7 +237,7 @@ class JobSettings(BaseModel):
     def _not_the_source(cls, value: TableId, info: ValidationInfo) -> TableId:
         if value == info.data.get("source_table"):
             raise rules.invalid(detail="it must differ from {source_table}: they are the same table, and the job "
-                                       "merges into a separate destination")
+                                       "writes into a separate destination")
         return value
 
     def environment(self) -> dict[str, str]:

@@ -54,7 +54,7 @@ def bigquery_lines(config: stage_config.StageConfig, runs_per_month: float) -> l
         f"  BigQuery scans: about {config.source_table_gib:g} GiB a run (the extract reads the whole source table every "
         "run, even when nothing is new),",
         f"  ${per_run:.4f} a run, ${per_run * runs_per_month:.2f} a month at ${prices.BIGQUERY_ON_DEMAND_TIB}/TiB on-demand "
-        "(the first 1 TiB a month is free; MERGEs that read the destination's keys come on top).",
+        "(the first 1 TiB a month is free; the INSERTs that read the destination's keys come on top).",
     ]
     if config.source_table_gib * 2**30 > config.max_bytes_billed:
         lines.append(f"  WARNING: that is above max_bytes_billed={config.max_bytes_billed} bytes: BigQuery would refuse "

@@ -43,8 +43,9 @@ DLQ_RETENTION_DAYS = 14
 
 # The fan-out (shards > 1). Each running shard has at most one INSERT in flight into the one
 # destination table; once a table has had 1,500 INSERTs in a day BigQuery runs 10 at a time and
-# queues 100 more, beyond which it fails them (BigQuery docs, "DML concurrency"). At most 20 at a
-# time keeps every shard's INSERT running or briefly queued.
+# queues 100 more, beyond which it fails them (BigQuery docs, "DML concurrency"). 20 was the limit
+# of MERGEs (2 running, 20 queued), which the job used before; it is kept as a cautious cap: going
+# higher also means checking Fargate's task quota and BigQuery's concurrent queries per project.
 MAX_PARALLEL_SHARDS = 20
 # A shard may take timeout_minutes, plus the stop grace, plus this long to be placed and pull its image.
 SHARD_LAUNCH_ALLOWANCE_SECONDS = 600

@@ -92,7 +92,7 @@ def test_a_value_that_cannot_become_a_python_value_rejects_its_part_of_the_batch
     assert job.count() + len(errors) == 200  # the batches whose nanoseconds are whole microseconds load
 
 
-def test_json_text_bigquery_would_refuse_is_a_row_error_not_a_failed_merge(job, tmp_path):
+def test_json_text_bigquery_would_refuse_is_a_row_error_not_a_failed_insert(job, tmp_path):
     job.seed(20)
     env = transform_module(tmp_path, "json_batch",
                            "import pyarrow as pa\nfrom etl_job import batch_transform\n"
