@@ -34,6 +34,16 @@ _WITH_SETTINGS = (
     "    setattr(importlib.import_module(module), attribute, value)\n"
     "runpy.run_module('etl_job', run_name='__main__', alter_sys=True)"
 )
+# The real job, printing at its exit which of the modules named in argv[1] (comma-separated) it has loaded.
+_LOADED_AT_EXIT = (
+    "import os, runpy, sys\n"
+    "watched, end = sys.argv.pop(1).split(','), os._exit\n"
+    "def report(code):\n"
+    "    print('loaded:', ','.join(m for m in watched if sys.modules.get(m) is not None), flush=True)\n"
+    "    end(code)\n"
+    "os._exit = report\n"
+    "runpy.run_module('etl_job', run_name='__main__', alter_sys=True)"
+)
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +116,12 @@ class Job:
             text=True,
         )
 
-    def run(self, timeout: float = 120, settings: dict | None = None, **overrides: str) -> subprocess.CompletedProcess:
-        """Run the real job process to the end, optionally with module constants changed (``settings``)."""
-        command = ["-c", _WITH_SETTINGS, json.dumps(settings)] if settings else ["-m", "etl_job"]
+    def run(self, timeout: float = 120, settings: dict | None = None, watch: tuple[str, ...] = (),
+            **overrides: str) -> subprocess.CompletedProcess:
+        """Run the real job process to the end, optionally with module constants changed (``settings``), or printing
+        on stdout, last, which of the modules in ``watch`` it loaded (``loaded: a,b``)."""
+        command = (["-c", _WITH_SETTINGS, json.dumps(settings)] if settings
+                   else ["-c", _LOADED_AT_EXIT, ",".join(watch)] if watch else ["-m", "etl_job"])
         return subprocess.run(
             [sys.executable, *command],
             cwd=ROOT,

@@ -11,8 +11,6 @@ backend's first message line in one line, not the exact wording.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from etl_job.config import load_config
 from etl_job.runs import LINEAGE, Shard
 from etl_job.sql_transform import counts_sql
-from tests.support import DEMO_SQL, ROOT, log_lines
+from tests.support import DEMO_SQL, log_lines
 
 DOE = "name LIKE '%Doe%'"
 LINEAGE_COLUMNS = {f.name for f in LINEAGE}
@@ -294,32 +292,14 @@ def test_python_and_sql_transforms_both_set_is_a_config_error(job):
     assert done.returncode == 1 and "are both set" in done.stderr
 
 
-def test_the_demo_sql_file_is_the_demo_rule():
-    assert DEMO_SQL.strip().endswith(
-        "* REPLACE (REPLACE(name, 'Doe', 'Das') AS name)")
-
-
-# The real job, printing at its exit which of the modules named in argv[1] (comma-separated) it has loaded.
-_LOADED_AT_EXIT = (
-    "import os, runpy, sys\n"
-    "watched, end = sys.argv.pop(1).split(','), os._exit\n"
-    "def report(code):\n"
-    "    print('loaded:', ','.join(m for m in watched if sys.modules.get(m) is not None), flush=True)\n"
-    "    end(code)\n"
-    "os._exit = report\n"
-    "runpy.run_module('etl_job', run_name='__main__', alter_sys=True)"
-)
-
-
 def test_a_sql_path_run_imports_neither_the_python_path_nor_the_storage_read_client(job):
     """Each costs the SQL job time at every start: Arrow's compute and Parquet modules and the pipeline (0.05 s),
     and the Storage Read client and pyarrow, which google-cloud-bigquery imports whenever they are installed (0.04 s)."""
     job.seed(5)
     watched = ("etl_job.pipeline", "pyarrow", "pyarrow.parquet", "pyarrow.compute", "google.cloud.bigquery_storage_v1")
 
-    done = subprocess.run([sys.executable, "-c", _LOADED_AT_EXIT, ",".join(watched)], cwd=ROOT,
-                          env=job.env(ETL_TRANSFORM_SQL=DEMO_SQL), capture_output=True, text=True, timeout=120)
+    done = job.run(watch=watched, ETL_TRANSFORM_SQL=DEMO_SQL)
 
     assert done.returncode == 0, done.stderr
-    assert log_lines(done.stderr)[-1]["rows_loaded"] == 5
+    assert last_line(done)["rows_loaded"] == 5
     assert done.stdout.splitlines()[-1] == "loaded: "

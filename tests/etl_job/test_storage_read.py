@@ -21,30 +21,43 @@ from etl_job.config import TableId
 ROWS = 300_000  # the local BigQuery sends 65,536 rows a message: several messages per stream
 
 
-class _Counting:
-    """A Storage Read client that counts the messages received from BigQuery and not yet decoded by the reader."""
+class _Watching:
+    """A Storage Read client that counts the messages received and not yet decoded by the reader, and keeps a weak
+    reference to each, to see which stay alive."""
 
     def __init__(self, read_client, decoded: list[int]) -> None:
         self._client, self._decoded = read_client, decoded
         self._lock = threading.Lock()
         self.received = 0
         self.most_waiting = 0
+        self.handed_out: list[weakref.ref] = []
 
     def read_rows(self, stream: str):
-        responses = self._client.read_rows(stream)  # receives the first message at once (google.api_core)
-        self._count()
-        return self._rest(iter(responses))
+        return _Watched(iter(self._client.read_rows(stream)), self)
 
-    def _rest(self, responses):
-        yield next(responses)
-        for response in responses:
-            self._count()
-            yield response
+    def alive(self) -> int:
+        return sum(1 for message in self.handed_out if message() is not None)
 
-    def _count(self) -> None:
+    def received_one(self, response) -> None:
         with self._lock:
             self.received += 1
             self.most_waiting = max(self.most_waiting, self.received - self._decoded[0])
+            self.handed_out.append(weakref.ref(response))
+
+
+class _Watched:
+    """Not a generator: a generator's frame would itself hold the message it last handed out."""
+
+    def __init__(self, responses, watching: _Watching) -> None:
+        self._responses, self._watching = responses, watching
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        response = next(self._responses)
+        self._watching.received_one(response)
+        return response
 
 
 def _source(job) -> TableId:
@@ -57,7 +70,7 @@ def _source(job) -> TableId:
     return TableId.parse(job.source)
 
 
-def test_streams_take_turns_so_at_most_buffer_messages_wait_however_many_streams(job, monkeypatch):
+def test_streams_take_turns_and_a_message_is_let_go_once_its_rows_are_taken(job, monkeypatch):
     decoded = [0]
     decode = pa.ipc.read_record_batch
 
@@ -69,67 +82,24 @@ def test_streams_take_turns_so_at_most_buffer_messages_wait_however_many_streams
     read_client = arrow_io.client(None, job.grpc)
     session = arrow_io.open_session(read_client, _source(job), ["id"], 4, timeout=60)
     assert len(session.streams) == 4  # else this would not test several streams (the local BigQuery gives 4)
-    counting = _Counting(read_client, decoded)
-    reader = arrow_io.Reader(counting, session, buffer=1)
-
-    ids = []
-    while (table := reader.next_rows(20_000)) is not None:
-        ids += table["id"].to_pylist()
-        time.sleep(0.02)  # a consumer slower than the streams: they would run ahead
-    reader.close()
-
-    assert sorted(ids) == list(range(ROWS))
-    assert counting.received == decoded[0] > 4
-    # One message received ahead of the reader, not one per stream (each read_rows call receives one at once).
-    assert counting.most_waiting == 1
-
-
-class _Watching:
-    """A Storage Read client that keeps a weak reference to every message it hands out, to see which stay alive."""
-
-    def __init__(self, read_client) -> None:
-        self._client, self.handed_out = read_client, []
-
-    def read_rows(self, stream: str):
-        return _Watched(iter(self._client.read_rows(stream)), self.handed_out)
-
-    def alive(self) -> int:
-        return sum(1 for message in self.handed_out if message() is not None)
-
-
-class _Watched:
-    """Not a generator: a generator's frame would itself hold the message it last handed out."""
-
-    def __init__(self, responses, handed_out: list) -> None:
-        self._responses, self._handed_out = responses, handed_out
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        response = next(self._responses)
-        self._handed_out.append(weakref.ref(response))
-        return response
-
-
-def test_a_message_is_let_go_once_its_rows_are_taken(job):
-    # The client library's ReadRowsStream held each stream's last message until the next arrived: with
-    # 65,536 rows a message, 4.4 MB a stream more than the rows waiting (make bench: 4-6 MiB at the peak).
-    read_client = arrow_io.client(None, job.grpc)
-    session = arrow_io.open_session(read_client, _source(job), ["id"], 4, timeout=60)
-    assert len(session.streams) == 4
-    watching = _Watching(read_client)
+    watching = _Watching(read_client, decoded)
     reader = arrow_io.Reader(watching, session, buffer=1)
 
-    rows, most_alive = 0, 0
+    ids, most_alive = [], 0
     while (table := reader.next_rows(20_000)) is not None:
-        rows += table.num_rows
-        time.sleep(0.02)  # the streams are waiting for their turn: each has handed out its message's bytes
+        ids += table["id"].to_pylist()
+        time.sleep(0.02)  # a consumer slower than the streams: they would run ahead, and wait for their turn
         gc.collect()
         most_alive = max(most_alive, watching.alive())
     reader.close()
 
-    assert rows == ROWS and len(watching.handed_out) > 4
+    assert sorted(ids) == list(range(ROWS))
+    assert watching.received == decoded[0] > 4
+    # One message received ahead of the reader, not one per stream (each stream's call receives one at once).
+    assert watching.most_waiting == 1
+    # The client library's ReadRowsStream held each stream's last message until the next arrived: with
+    # 65,536 rows a message, 4.4 MB a stream more than the rows waiting (make bench: 4-6 MiB at the peak).
+    assert len(watching.handed_out) > 4
     assert most_alive <= 1  # at most the one a stream thread is handing over right now
 
 

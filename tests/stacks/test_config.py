@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.config import JOB_DIR, KEYS, ConfigError, StageConfig, load
-from tests.support import CDK_JSON_CONTEXT, build_config
+from stacks.config import KEYS, ConfigError, StageConfig, load
+from tests.support import CDK_JSON_CONTEXT, DEMO_SQL, build_config
 
 
 def test_cdk_json_defaults_cover_every_key() -> None:
@@ -62,7 +62,7 @@ VALID = [
     ("source_filter", "name LIKE '%Doe%'", "name LIKE '%Doe%'"),
     ("source_filter", "", None),
     ("transform_sql", "*, LENGTH(name) AS name_length", "*, LENGTH(name) AS name_length"),
-    ("transform_sql", "transform.sql", (JOB_DIR / "transform.sql").read_text().strip()),
+    ("transform_sql", "transform.sql", DEMO_SQL.strip()),
     ("allow_overlapping_schedule", "true", True),
     ("break_glass_role_arn", "arn:aws:iam::123456789012:role/security/break-glass",
      "arn:aws:iam::123456789012:role/security/break-glass"),
