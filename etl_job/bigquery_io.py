@@ -182,14 +182,13 @@ class BigQuery:
         rows = self._wait(lambda: list(job.result(**self._results())), settle=settle, job=job)
         return rows[0][0]
 
-    def query_pages(self, sql: str, parameters: list[bigquery.ScalarQueryParameter],
-                    page_size: int) -> Iterator[list[dict[str, Any]]]:
+    def query_pages(self, sql: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
         """Run one query and yield its result a page of at most ``page_size`` rows at a time.
 
         The client fetches the next page only when asked, so memory is bounded by the page size
         however large the result.
         """
-        job = self._start_query(sql, bigquery.QueryJobConfig(query_parameters=parameters))
+        job = self._start_query(sql)
         rows = self._wait(lambda: job.result(page_size=page_size, **self._results()), job=job)
         pages = iter(rows.pages)
         while (page := self._wait(lambda: _next_page(pages), job=job)) is not None:
@@ -227,14 +226,14 @@ class BigQuery:
         ), settle=True)
         self._await_load(job)
 
-    def materialize(self, sql: str, parameters: list[bigquery.ScalarQueryParameter], table: TableId, *, expires: datetime.datetime) -> None:
+    def materialize(self, sql: str, table: TableId, *, expires: datetime.datetime) -> None:
         """Write a query's result into a new table (CREATE TABLE AS SELECT) that BigQuery drops at ``expires``.
 
         DDL rather than a query job with a destination: the local BigQuery ignores a job's destination.
         """
         ddl = (f"CREATE TABLE {table.sql} OPTIONS (expiration_timestamp = TIMESTAMP '{expires:%Y-%m-%d %H:%M:%S} UTC')"
                f" AS\n{sql}")
-        job = self._start_query(ddl, bigquery.QueryJobConfig(query_parameters=parameters))
+        job = self._start_query(ddl)
         self._wait(lambda: job.result(**self._results()), job=job)
 
     def read_table(self, table: TableId, columns: list[str], batch_rows: int) -> Iterator[Any]:
@@ -291,11 +290,9 @@ class BigQuery:
     def _results(self) -> dict[str, Any]:
         return {"retry": self._retry, "timeout": REQUEST_TIMEOUT_SECONDS, "job_retry": self._job_retry}
 
-    def _start_query(self, sql: str, job_config: bigquery.QueryJobConfig | None = None, *,
-                     settle: bool = False) -> Job:
+    def _start_query(self, sql: str, *, settle: bool = False) -> Job:
         # Every query is capped at max_bytes_billed: BigQuery fails one that would bill more.
-        job_config = job_config or bigquery.QueryJobConfig()
-        job_config.maximum_bytes_billed = self._max_bytes_billed
+        job_config = bigquery.QueryJobConfig(maximum_bytes_billed=self._max_bytes_billed)
         job = self._wait(lambda: self.client.query(sql, job_config=job_config, job_retry=self._job_retry,
                                                    **self._call()), settle=settle)
         self._finish(job, settle=settle)

@@ -2,7 +2,7 @@
 
 How a run stays correct however it ends:
 
-* Extract reads, in one parameterized query, only the source rows whose key is not yet in the
+* Extract reads, in one query, only the source rows whose key is not yet in the
   destination (an anti-join), one row per key, page by page. A rerun after success therefore
   reads nothing, and a rerun after an interruption (SIGTERM, timeout, crash, SIGKILL) reads
   exactly the rest. No checkpoint is stored anywhere: the destination is the checkpoint, so it
@@ -73,12 +73,12 @@ import pyarrow.compute as pc
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from etl_job import SKIP, arrow_io, arrow_transform, is_batch_transform, schema, stopping
+from etl_job import SKIP, arrow_io, arrow_transform, is_batch_transform, runs, schema, stopping
 from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import MAX_ERROR_CHARS, JobError
 from etl_job.logs import fields
-from etl_job.runs import LINEAGE, RunResult, Shard, check_source_filter, filter_sql, new_run_id, require_dataset, source_table
+from etl_job.runs import LINEAGE, RunResult, Shard, check_source_filter, new_run_id, require_dataset, source_table
 
 log = logging.getLogger(__name__)
 
@@ -108,31 +108,22 @@ Unit = Any  # what one staging load writes: rows (today's JSON load), or arrow_i
 Transform = Callable[[Any], object]  # the row form (a Row) or the batch form (a pyarrow Table: arrow_transform)
 
 
-def extract_sql(source: TableId, destination: TableId, skipped: TableId | None, key: str, *,
-                source_filter: str | None = None, json_columns: Iterable[str] = (), sharded: bool = False) -> str:
-    """The extract query: one row per key (of this shard) neither loaded nor skipped yet, with its key's row count.
+def extract_sql(config: Config, shard: Shard, skipped: TableId | None, json_columns: Iterable[str] = ()) -> str:
+    """The extract query: one row per key still to process (``runs.pending_sql``), with its key's row count.
 
     JSON columns are read as their JSON text, so that a JSON null is told apart from SQL NULL.
     """
     replace = ", ".join(f"IF(s.`{c}` IS NULL, NULL, TO_JSON_STRING(s.`{c}`)) AS `{c}`" for c in json_columns)
     columns = f"s.* REPLACE ({replace})" if replace else "s.*"
-    # Only when sharded: a local BigQuery drops STRUCT columns from any query calling FARM_FINGERPRINT.
-    shard = (f"  AND ABS(MOD(FARM_FINGERPRINT(CAST(s.`{key}` AS STRING)), @shard_count)) = @shard_index\n"
-             if sharded else "")
-    return (
-        f"SELECT {columns}, COUNT(*) OVER (PARTITION BY s.`{key}`) AS {COPIES} FROM {source.sql} AS s\n"
-        f"WHERE s.`{key}` IS NOT NULL\n"
-        f"{filter_sql(source_filter)}"
-        f"  AND NOT EXISTS (SELECT 1 FROM {destination.sql} AS d WHERE d.`{key}` = s.`{key}`)\n"
-        + (f"  AND NOT EXISTS (SELECT 1 FROM {skipped.sql} AS k WHERE k.`{key}` = s.`{key}`)\n" if skipped else "")
-        + f"{shard}"
-        f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1"
-    )
+    key = config.key_column
+    return (f"SELECT {columns}, COUNT(*) OVER (PARTITION BY s.`{key}`) AS {COPIES}\n"
+            f"{runs.pending_sql(config, shard, skipped)}"
+            f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1")
 
 
-def null_keys_sql(source: TableId, key: str, *, source_filter: str | None = None) -> str:
+def null_keys_sql(config: Config) -> str:
     """How many source rows (of those the filter selects) have a NULL key (the extract cannot read them by key)."""
-    return f"SELECT COUNT(*) FROM {source.sql} AS s WHERE s.`{key}` IS NULL\n{filter_sql(source_filter)}"
+    return f"SELECT COUNT(*) {runs.filtered_source(config)}  AND s.`{config.key_column}` IS NULL"
 
 
 def insert_sql(destination: TableId, staging: TableId, key: str, columns: list[str], *,
@@ -151,7 +142,7 @@ def insert_sql(destination: TableId, staging: TableId, key: str, columns: list[s
     return (
         f"INSERT INTO {destination.sql} ({names})\n"
         f"SELECT {values} FROM {staging.sql} AS S\n"
-        f"WHERE NOT EXISTS (SELECT 1 FROM {destination.sql} AS T WHERE T.`{key}` = S.`{key}`)"
+        f"WHERE {runs.key_not_in(destination, key, row='S', alias='T')}"
     )
 
 
@@ -176,7 +167,10 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
     loader = _Loader(bq, tables, result, started, stop)
     try:
         _count_null_keys(config, bq, shard, tables, result)
-        pages = _extract(bq, tables, _extract_query(config, tables, shard), _shard_parameters(shard), config.batch_size)
+        # No anti-join against an empty skipped table (it costs a third of the extract on a local BigQuery);
+        # keys another run skips meanwhile are merely read and skipped again.
+        sql = extract_sql(config, shard, tables.skipped if tables.any_skipped else None, tables.json_columns)
+        pages = _extract(bq, tables, sql, config.batch_size)
         while not stop.is_set() and _next_batch(pages, transform, pool, config, stop, tables, result, loader):
             pass
     except Abandoned:
@@ -222,31 +216,14 @@ def _next_batch(pages: Iterator[Any], transform: Transform, pool: ThreadPoolExec
 def _count_null_keys(config: Config, bq: BigQuery, shard: Shard, tables: _Tables, result: RunResult) -> None:
     # A NULL key hashes to no shard: shard 0 counts them. A REQUIRED key column has none: no query.
     if shard.index == 0 and tables.key_nullable:
-        result.rows_null_key = bq.query_value(null_keys_sql(config.source_table, config.key_column,
-                                                            source_filter=config.source_filter))
+        result.rows_null_key = bq.query_value(null_keys_sql(config))
     if result.rows_null_key:
         log.warning("source rows with a NULL key (ETL_KEY_COLUMN) cannot be loaded: give them a key, or remove "
                     "them from the source", extra=fields(key_column=config.key_column,
                                                          rows_null_key=result.rows_null_key))
 
 
-def _extract_query(config: Config, tables: _Tables, shard: Shard) -> str:
-    # No anti-join against an empty skipped table (it costs a third of the extract on a local BigQuery);
-    # keys another run skips meanwhile are merely read and skipped again.
-    return extract_sql(config.source_table, config.destination_table, tables.skipped if tables.any_skipped else None,
-                       config.key_column, source_filter=config.source_filter, json_columns=tables.json_columns,
-                       sharded=shard.count > 1)
-
-
-def _shard_parameters(shard: Shard) -> list[bigquery.ScalarQueryParameter]:
-    if shard.count == 1:
-        return []
-    return [bigquery.ScalarQueryParameter("shard_index", "INT64", shard.index),
-            bigquery.ScalarQueryParameter("shard_count", "INT64", shard.count)]
-
-
-def _extract(bq: BigQuery, tables: _Tables, sql: str, parameters: list[bigquery.ScalarQueryParameter],
-             batch_size: int) -> Iterator[Any]:
+def _extract(bq: BigQuery, tables: _Tables, sql: str, batch_size: int) -> Iterator[Any]:
     """The extract's rows, a batch at a time: pyarrow Tables (the Storage Read API), or rows (today's algorithm).
 
     The Storage Read API reads tables, not queries: the extract query (anti-join, filter, shard) is
@@ -255,9 +232,9 @@ def _extract(bq: BigQuery, tables: _Tables, sql: str, parameters: list[bigquery.
     still the only checkpoint.
     """
     if not STORAGE_API:
-        yield from bq.query_pages(sql, parameters, batch_size)
+        yield from bq.query_pages(sql, batch_size)
         return
-    bq.materialize(sql, parameters, tables.extract, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
+    bq.materialize(sql, tables.extract, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
     yield from bq.read_table(tables.extract, [*tables.read_columns, COPIES], batch_size)
 
 

@@ -62,7 +62,7 @@ def new_run_id() -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def filter_sql(source_filter: str | None) -> str:
+def _filter_sql(source_filter: str | None) -> str:
     """The source filter (ETL_SOURCE_FILTER) as a WHERE condition on ``s``, or nothing.
 
     On lines of its own, so that a ``--`` comment in it ends with it.
@@ -70,9 +70,39 @@ def filter_sql(source_filter: str | None) -> str:
     return f"  AND (\n{source_filter}\n)\n" if source_filter else ""
 
 
+def pending_sql(config: Config, shard: Shard, skipped: TableId | None, *, null_keys: bool = False,
+                run_id: str | None = None) -> str:
+    """FROM and WHERE of the source rows (aliased ``s``) still to process, on either path: those the source filter
+    selects, of this shard, whose key is neither in the destination (the checkpoint) nor, given ``skipped``, among
+    the keys the Python transform skipped.
+
+    With ``null_keys``, rows with a NULL key too (to count them); with ``run_id``, the rows that run inserted
+    count as still to process.
+    """
+    key = config.key_column
+    own_rows = f" AND d.run_id IS DISTINCT FROM '{run_id}'" if run_id else ""
+    sharded = ""
+    if shard.count > 1:  # only when sharded: a local BigQuery drops STRUCT columns when FARM_FINGERPRINT is called
+        hashed = f"ABS(MOD(FARM_FINGERPRINT(CAST(s.`{key}` AS STRING)), {shard.count})) = {shard.index}"
+        sharded = f"  AND ({f's.`{key}` IS NULL OR ' if null_keys else ''}{hashed})\n"
+    return (
+        f"FROM {config.source_table.sql} AS s\n"
+        f"WHERE {'TRUE' if null_keys else f's.`{key}` IS NOT NULL'}\n"
+        f"{_filter_sql(config.source_filter)}"
+        f"  AND {key_not_in(config.destination_table, key, row='s', alias='d', condition=own_rows)}\n"
+        + (f"  AND {key_not_in(skipped, key, row='s', alias='k')}\n" if skipped else "")
+        + sharded
+    )
+
+
+def key_not_in(table: TableId, key: str, *, row: str, alias: str, condition: str = "") -> str:
+    """That the key of ``row`` (an alias) is not in ``table`` (aliased ``alias``): an anti-join."""
+    return f"NOT EXISTS (SELECT 1 FROM {table.sql} AS {alias} WHERE {alias}.`{key}` = {row}.`{key}`{condition})"
+
+
 def filtered_source(config: Config) -> str:
     """FROM the source (aliased ``s``) WHERE the source filter holds (ETL_SOURCE_FILTER), or every row."""
-    return f"FROM {config.source_table.sql} AS s WHERE TRUE\n{filter_sql(config.source_filter)}"
+    return f"FROM {config.source_table.sql} AS s WHERE TRUE\n{_filter_sql(config.source_filter)}"
 
 
 def source_table(config: Config, bq: BigQuery) -> bigquery.Table:

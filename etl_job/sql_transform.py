@@ -37,9 +37,10 @@ from etl_job.runs import (
     Shard,
     check_source_filter,
     checked_dry_run,
-    filter_sql,
     filtered_source,
+    key_not_in,
     new_run_id,
+    pending_sql,
     require_dataset,
     source_table,
 )
@@ -109,28 +110,6 @@ def select_sql(config: Config) -> str:
     return f"SELECT\n{config.transform_sql}\n{filtered_source(config)}"
 
 
-def _pending(config: Config, shard: Shard, skipped: TableId | None, *, null_keys: bool = False,
-             run_id: str | None = None) -> str:
-    """FROM and WHERE of the source rows still to process: the Python path's extract (pipeline.extract_sql).
-
-    With ``run_id``, rows that run inserted count as still to process.
-    """
-    key, destination = config.key_column, config.destination_table
-    own_rows = f" AND d.run_id IS DISTINCT FROM '{run_id}'" if run_id else ""
-    sharded = ""
-    if shard.count > 1:  # only when sharded: a local BigQuery drops STRUCT columns when FARM_FINGERPRINT is called
-        hashed = f"ABS(MOD(FARM_FINGERPRINT(CAST(s.`{key}` AS STRING)), {shard.count})) = {shard.index}"
-        sharded = f"  AND ({f's.`{key}` IS NULL OR ' if null_keys else ''}{hashed})\n"
-    return (
-        f"FROM {config.source_table.sql} AS s\n"
-        f"WHERE {'TRUE' if null_keys else f's.`{key}` IS NOT NULL'}\n"
-        f"{filter_sql(config.source_filter)}"
-        f"  AND NOT EXISTS (SELECT 1 FROM {destination.sql} AS d WHERE d.`{key}` = s.`{key}`{own_rows})\n"
-        + (f"  AND NOT EXISTS (SELECT 1 FROM {skipped.sql} AS k WHERE k.`{key}` = s.`{key}`)\n" if skipped else "")
-        + f"{sharded}"
-    )
-
-
 def counts_sql(config: Config, shard: Shard, skipped: TableId | None, run_id: str) -> str:
     """Rows with a key and rows with a NULL key, among the source rows still to process.
 
@@ -139,7 +118,7 @@ def counts_sql(config: Config, shard: Shard, skipped: TableId | None, run_id: st
     """
     key = f"s.`{config.key_column}`"
     return (f"SELECT [COUNT({key}), COUNTIF({key} IS NULL)]\n"
-            f"{_pending(config, shard, skipped, null_keys=True, run_id=run_id)}")
+            f"{pending_sql(config, shard, skipped, null_keys=True, run_id=run_id)}")
 
 
 def insert_sql(config: Config, shard: Shard, run_id: str, columns: list[str], skipped: TableId | None = None) -> str:
@@ -155,10 +134,10 @@ def insert_sql(config: Config, shard: Shard, run_id: str, columns: list[str], sk
         f"INSERT INTO {config.destination_table.sql} ({names})\n"
         f"SELECT {names} FROM (\n"
         f"SELECT\n{config.transform_sql}\n, '{run_id}' AS run_id, CURRENT_TIMESTAMP() AS processed_at\n"
-        f"{_pending(config, shard, skipped)}"
+        f"{pending_sql(config, shard, skipped)}"
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1\n"
         f") AS S\n"
-        f"WHERE NOT EXISTS (SELECT 1 FROM {config.destination_table.sql} AS T WHERE T.`{key}` = S.`{key}`)"
+        f"WHERE {key_not_in(config.destination_table, key, row='S', alias='T')}"
     )
 
 
