@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 from google.cloud.bigquery_storage_v1 import BigQueryReadClient, types
 from google.cloud.bigquery_storage_v1.services import big_query_read
+from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
 
 from etl_job import JSON_NULL, schema
 from etl_job.config import TableId
@@ -92,9 +94,6 @@ def client(credentials: Any, endpoint: str | None) -> Any:
     """A Storage Read API client: Google's with the run's credentials, or a local one over plain gRPC."""
     if endpoint is None:
         return ReadClient(credentials=credentials)  # type: ignore[no-untyped-call]  # Google's constructor, untyped
-    import grpc
-    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
-
     # No cap on a message's size, as the client's own channel: a local BigQuery sends 65,536 rows a message.
     # No bandwidth-delay probing: on a local connection it only grows each stream's flow-control window, and
     # what the window lets in waits in memory (make bench: 10 MiB more at 1,000,000 rows). Google's channel
