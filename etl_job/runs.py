@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from etl_job import contract
+from etl_job import contract, rules
 from etl_job.errors import JobError
 
 if TYPE_CHECKING:
@@ -120,11 +120,12 @@ def check_source_filter(config: Config, bq: BigQuery) -> None:
     Called once the source is known to exist (or where a missing source is named first): else BigQuery's
     "not found" would be the error."""
     if config.source_filter:
-        checked_dry_run(bq, f"SELECT 1 {filtered_source(config)}", contract.SOURCE_FILTER, "source_filter", config)
+        checked_dry_run(bq, f"SELECT 1 {filtered_source(config)}", "source_filter", config)
 
 
-def checked_dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, config: Config) -> list[bigquery.SchemaField]:
-    """BigQuery's check of a query (its result's columns); its mistake as a JobError naming ``variable``.
+def checked_dry_run(bq: BigQuery, sql: str, config_key: str, config: Config) -> list[bigquery.SchemaField]:
+    """BigQuery's check of a query (its result's columns); its mistake as a JobError naming ``config_key`` and its
+    environment variable.
 
     With LIMIT 0, which BigQuery's dry run does not need (it reads nothing) but the local BigQuery does:
     it answers a dry run by running the query, which at 1,000,000 rows took 0.39 s instead of 0.03 s.
@@ -133,6 +134,7 @@ def checked_dry_run(bq: BigQuery, sql: str, variable: str, config_key: str, conf
         return bq.dry_run(f"{sql}\nLIMIT 0")
     except api_exceptions.BadRequest as exc:
         message = " ".join(str(exc.message).split("\n")[0].split())[:MAX_MESSAGE_CHARS]
+        variable = rules.env_names(contract.JobSettings)[config_key]
         raise JobError(f"{variable} (config key {config_key}) is not valid for source table {config.source_table}: "
                        f"BigQuery says: {message}; fix it (nothing was written)") from None
 

@@ -147,7 +147,7 @@ def _checked_output(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
     Only when it fails is the filter dry-run alone, so that a mistake is named as the filter's or the SELECT list's.
     """
     try:
-        return checked_dry_run(bq, select_sql(config), contract.TRANSFORM_SQL, "transform_sql", config)
+        return checked_dry_run(bq, select_sql(config), "transform_sql", config)
     except JobError:
         check_source_filter(config, bq)
         raise
