@@ -38,20 +38,21 @@ $(VENV)/.installed: requirements-uv.txt requirements-dev.txt
 	$(UV_SYNC) --python $(VENV)/bin/python requirements-dev.txt
 	touch $@
 
+# A venv other than .venv, holding exactly its lock (the target's first prerequisite): $(call lock_venv,<directory>).
+define lock_venv
+python3 -m venv --without-pip $(1)
+$(UV_SYNC) --python $(1)/bin/python $<
+touch $@
+endef
+
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt | $(VENV)/.installed
-	python3 -m venv --without-pip $(CHECKOV_VENV)
-	$(UV_SYNC) --python $(CHECKOV_VENV)/bin/python requirements-checkov.txt
-	touch $@
+	$(call lock_venv,$(CHECKOV_VENV))
 
 $(LOCALSTACK_STAMP): requirements-localstack.txt | $(VENV)/.installed
-	python3 -m venv --without-pip $(LOCALSTACK_VENV)
-	$(UV_SYNC) --python $(LOCALSTACK_VENV)/bin/python requirements-localstack.txt
-	touch $@
+	$(call lock_venv,$(LOCALSTACK_VENV))
 
 $(JOB_VENV)/.installed: etl_job/requirements.txt | $(VENV)/.installed
-	python3 -m venv --without-pip $(JOB_VENV)
-	$(UV_SYNC) --python $(JOB_VENV)/bin/python etl_job/requirements.txt
-	touch $@
+	$(call lock_venv,$(JOB_VENV))
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
