@@ -78,7 +78,7 @@ from etl_job.bigquery_io import Abandoned, BigQuery
 from etl_job.config import Config, TableId
 from etl_job.errors import MAX_ERROR_CHARS, JobError
 from etl_job.logs import fields
-from etl_job.runs import LINEAGE, RunResult, Shard, check_source_filter, new_run_id, require_dataset, source_table
+from etl_job.runs import LINEAGE, RunResult, Shard, check_source_filter, new_run_id, require_dataset
 
 log = logging.getLogger(__name__)
 
@@ -342,16 +342,9 @@ def _errors_schema(key: bigquery.SchemaField) -> list[bigquery.SchemaField]:
 
 
 def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
-    """The source's columns, once it is known to have a scalar key and no column named like a lineage column."""
-    key = config.key_column
-    source = source_table(config, bq)
-    key_field = next((f for f in source.schema if f.name == key), None)
-    if key_field is None or key_field.mode == "REPEATED" or key_field.field_type in ("RECORD", "STRUCT"):
-        raise JobError(
-            f"source table {config.source_table} has no scalar column {key!r} (ETL_KEY_COLUMN): "
-            f"set ETL_KEY_COLUMN to its unique key; columns are {', '.join(f.name for f in source.schema)}"
-        )
-    clashes = [f.name for f in source.schema if f.name in {f.name for f in LINEAGE}]
+    """The source's columns (``runs.source_schema``), once it is known to have no column named like a lineage column."""
+    source = runs.source_schema(config, bq)
+    clashes = [f.name for f in source if f.name in {f.name for f in LINEAGE}]
     if clashes:
         renamed = ", ".join(f"{c} AS source_{c}" for c in clashes)
         raise JobError(
@@ -360,7 +353,7 @@ def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
             f"<dataset>.source_view AS SELECT * EXCEPT ({', '.join(clashes)}), {renamed} FROM "
             f"{config.source_table.sql}, and set ETL_SOURCE_TABLE (source_table) to it"
         )
-    return list(source.schema)
+    return source
 
 
 def _staged(field: bigquery.SchemaField) -> bigquery.SchemaField:

@@ -105,13 +105,20 @@ def filtered_source(config: Config) -> str:
     return f"FROM {config.source_table.sql} AS s WHERE TRUE\n{_filter_sql(config.source_filter)}"
 
 
-def source_table(config: Config, bq: BigQuery) -> bigquery.Table:
-    """The source table's metadata; a JobError naming ETL_SOURCE_TABLE if it does not exist."""
+def source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
+    """The source table's columns, once it is known to exist and to have a scalar key column (either path
+    partitions and joins on it); else a JobError naming ETL_SOURCE_TABLE or ETL_KEY_COLUMN."""
     source = bq.get_table(config.source_table)
     if source is None:
         raise JobError(f"source table {config.source_table} does not exist (ETL_SOURCE_TABLE): "
                        "check the name and that the service account can read it")
-    return source
+    key = next((f for f in source.schema if f.name == config.key_column), None)
+    if key is None or key.mode == "REPEATED" or key.field_type in ("RECORD", "STRUCT"):
+        raise JobError(
+            f"source table {config.source_table} has no scalar column {config.key_column!r} (ETL_KEY_COLUMN): "
+            f"set ETL_KEY_COLUMN to its unique key; columns are {', '.join(f.name for f in source.schema)}"
+        )
+    return list(source.schema)
 
 
 def check_source_filter(config: Config, bq: BigQuery) -> None:

@@ -42,7 +42,7 @@ from etl_job.runs import (
     new_run_id,
     pending_sql,
     require_dataset,
-    source_table,
+    source_schema,
 )
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
         checked = reads.submit(_checked_output, config, bq)
         destination = reads.submit(bq.get_table, config.destination_table)
         skipped_read = reads.submit(bq.get_table, config.skipped_table)
-        source = _source_schema(config, bq)  # a missing source is named first, as the dry run would fail too
+        source = source_schema(config, bq)  # a missing source is named first, as the dry run would fail too
         output = checked.result()
         columns = _output_columns(config, output)
         _prepare_destination(config, bq, source, output, destination.result())
@@ -151,14 +151,6 @@ def _checked_output(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
     except JobError:
         check_source_filter(config, bq)
         raise
-
-
-def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
-    source = source_table(config, bq)
-    if config.key_column not in {f.name for f in source.schema}:
-        raise JobError(f"source table {config.source_table} has no column {config.key_column!r} (ETL_KEY_COLUMN): "
-                       f"set ETL_KEY_COLUMN to its unique key; columns are {', '.join(f.name for f in source.schema)}")
-    return list(source.schema)
 
 
 def _output_columns(config: Config, output: list[bigquery.SchemaField]) -> list[str]:

@@ -9,6 +9,7 @@ import pytest
 
 from etl_job import metrics, stopping
 from tests.support import (
+    DEMO_SQL,
     SLOW,
     TRANSFORMS,
     assert_no_traceback,
@@ -321,8 +322,9 @@ def test_missing_source_table_is_a_clear_error(job):
         ({"ETL_DESTINATION_TABLE": "local-project.no_such_dataset.destination"},
          "dataset local-project.no_such_dataset of ETL_DESTINATION_TABLE does not exist: create it"),
         ({"ETL_KEY_COLUMN": "customer_id"}, "no scalar column 'customer_id' (ETL_KEY_COLUMN)"),
+        ({"ETL_KEY_COLUMN": "customer_id", "ETL_TRANSFORM_SQL": DEMO_SQL}, "no scalar column 'customer_id' (ETL_KEY_COLUMN)"),
     ],
-    ids=["missing-destination-dataset", "missing-key-column"],
+    ids=["missing-destination-dataset", "missing-key-column", "missing-key-column-sql-path"],
 )
 def test_missing_destination_dataset_or_key_column_is_a_clear_error(job, env, message):
     job.seed(3)
