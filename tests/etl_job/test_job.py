@@ -336,6 +336,18 @@ def test_missing_destination_dataset_or_key_column_is_a_clear_error(job, env, me
     assert message in done.stderr
 
 
+@pytest.mark.parametrize("transform_sql", [None, DEMO_SQL], ids=["python-path", "sql-path"])
+def test_a_repeated_key_column_is_refused_before_anything_is_written(job, transform_sql):
+    job.create_source([{"id": [1, 2], "name": "Jane Doe"}], key_mode="REPEATED")
+
+    done = job.run(ETL_TRANSFORM_SQL=transform_sql)
+
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    assert "no scalar column 'id' (ETL_KEY_COLUMN)" in done.stderr
+    assert [t.table_id for t in job.client.list_tables(job.dataset)] == ["source"]
+
+
 def test_bad_config_lists_every_problem_and_touches_nothing(job):
     done = job.run(ETL_SOURCE_TABLE=None, ETL_BATCH_SIZE="lots", ETL_TIMEOUT_MINUTES="-1")
 
