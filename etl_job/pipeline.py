@@ -117,8 +117,7 @@ def extract_sql(config: Config, shard: Shard, skipped: TableId | None, json_colu
     columns = f"s.* REPLACE ({replace})" if replace else "s.*"
     key = config.key_column
     return (f"SELECT {columns}, COUNT(*) OVER (PARTITION BY s.`{key}`) AS {COPIES}\n"
-            f"{runs.pending_sql(config, shard, skipped)}"
-            f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1")
+            f"{runs.pending_sql(config, shard, skipped, one_per_key=True)}")
 
 
 def null_keys_sql(config: Config) -> str:

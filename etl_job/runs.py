@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from etl_job import contract, rules
+from etl_job.config import ENV_NAMES
 from etl_job.errors import JobError
 
 if TYPE_CHECKING:
@@ -70,14 +70,14 @@ def _filter_sql(source_filter: str | None) -> str:
     return f"  AND (\n{source_filter}\n)\n" if source_filter else ""
 
 
-def pending_sql(config: Config, shard: Shard, skipped: TableId | None, *, null_keys: bool = False,
-                run_id: str | None = None) -> str:
+def pending_sql(config: Config, shard: Shard, skipped: TableId | None, *, one_per_key: bool = False,
+                null_keys: bool = False, run_id: str | None = None) -> str:
     """FROM and WHERE of the source rows (aliased ``s``) still to process, on either path: those the source filter
     selects, of this shard, whose key is neither in the destination (the checkpoint) nor, given ``skipped``, among
     the keys the Python transform skipped.
 
-    With ``null_keys``, rows with a NULL key too (to count them); with ``run_id``, the rows that run inserted
-    count as still to process.
+    With ``one_per_key``, one (arbitrary) row of each key; with ``null_keys``, rows with a NULL key too (to count
+    them); with ``run_id``, the rows that run inserted count as still to process.
     """
     key = config.key_column
     own_rows = f" AND d.run_id IS DISTINCT FROM '{run_id}'" if run_id else ""
@@ -92,6 +92,7 @@ def pending_sql(config: Config, shard: Shard, skipped: TableId | None, *, null_k
         f"  AND {key_not_in(config.destination_table, key, row='s', alias='d', condition=own_rows)}\n"
         + (f"  AND {key_not_in(skipped, key, row='s', alias='k')}\n" if skipped else "")
         + sharded
+        + (f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1\n" if one_per_key else "")
     )
 
 
@@ -141,7 +142,7 @@ def checked_dry_run(bq: BigQuery, sql: str, config_key: str, config: Config) -> 
         return bq.dry_run(f"{sql}\nLIMIT 0")
     except api_exceptions.BadRequest as exc:
         message = " ".join(str(exc.message).split("\n")[0].split())[:MAX_MESSAGE_CHARS]
-        variable = rules.env_names(contract.JobSettings)[config_key]
+        variable = ENV_NAMES[config_key]
         raise JobError(f"{variable} (config key {config_key}) is not valid for source table {config.source_table}: "
                        f"BigQuery says: {message}; fix it (nothing was written)") from None
 

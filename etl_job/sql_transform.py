@@ -134,8 +134,7 @@ def insert_sql(config: Config, shard: Shard, run_id: str, columns: list[str], sk
         f"INSERT INTO {config.destination_table.sql} ({names})\n"
         f"SELECT {names} FROM (\n"
         f"SELECT\n{config.transform_sql}\n, '{run_id}' AS run_id, CURRENT_TIMESTAMP() AS processed_at\n"
-        f"{pending_sql(config, shard, skipped)}"
-        f"QUALIFY ROW_NUMBER() OVER (PARTITION BY s.`{key}`) = 1\n"
+        f"{pending_sql(config, shard, skipped, one_per_key=True)}"
         f") AS S\n"
         f"WHERE {key_not_in(config.destination_table, key, row='S', alias='T')}"
     )
