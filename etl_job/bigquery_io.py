@@ -50,6 +50,8 @@ ERRORS = (
 )
 # Not auth_exceptions.TransportError: a token endpoint that fails is reported by describe_error.
 _UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, TimeoutError)
+_CONNECTIVITY = ("a connectivity problem; check the task's network path to {what} (subnet route or NAT, public IP, "
+                 "security group egress on 443, DNS)")
 
 
 def storage_endpoint(env: Mapping[str, str]) -> str | None:
@@ -90,10 +92,12 @@ def describe_error(exc: BaseException) -> str:
         federation = describe_federation_error(exc)
         if federation:
             return federation
-        return (
-            f"Google rejected the credentials ({str(exc).splitlines()[0][:300]}): check that the key in "
-            "GOOGLE_CREDENTIALS_JSON is current and its service account is enabled"
-        )
+        detail = str(exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc).splitlines()[0][:300]
+        if isinstance(exc, auth_exceptions.TransportError):  # no answer: not a verdict on the key
+            return (f"could not reach Google's token endpoint to sign in ({detail}): "
+                    f"{_CONNECTIVITY.format(what='Google')}")
+        return (f"Google rejected the credentials ({detail}): check that the key in GOOGLE_CREDENTIALS_JSON is "
+                "current and its service account is enabled")
     if isinstance(exc, api_exceptions.GoogleAPICallError) and any(
         e.get("reason") == "bytesBilledLimitExceeded" for e in exc.errors or [] if isinstance(e, dict)
     ):
@@ -346,8 +350,7 @@ class BigQuery:
             raise JobError(self._unreachable(f"{type(exc).__name__}: {str(exc)[:200]}")) from None
 
     def _unreachable(self, detail: str) -> str:
-        return (f"BigQuery at {self.endpoint} did not answer ({detail}): a connectivity problem; check the task's "
-                "network path to it (subnet route or NAT, public IP, security group egress on 443, DNS), or "
+        return (f"BigQuery at {self.endpoint} did not answer ({detail}): {_CONNECTIVITY.format(what='it')}, or "
                 "BIGQUERY_EMULATOR_HOST if set")
 
     def _cancel(self, job: Job) -> None:

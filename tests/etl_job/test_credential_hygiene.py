@@ -10,17 +10,41 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from dev.proxy import answer
 from tests.support import ROOT, TRANSFORMS, log_lines
 
-# Nothing listens here: a token request fails at once instead of reaching Google.
+# Nothing listens here: a token request is refused, as when the task cannot reach Google at all.
 CLOSED_TOKEN_URI = "http://127.0.0.1:9/token"
+# What Google's token endpoint answers a key it does not know (a fake one: the signature checks out against nothing).
+INVALID_GRANT = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
 
 
 @pytest.fixture(scope="module")
-def fake_key() -> dict:
+def rejecting_token_uri() -> Iterator[str]:
+    """A token endpoint that answers every request as Google answers a fake key: 400 invalid_grant."""
+
+    class Rejecting(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            answer(self, 400, {"Content-Type": "application/json"}, json.dumps(INVALID_GRANT).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Rejecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/token"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fake_key(rejecting_token_uri: str) -> dict:
     """A service-account key of the shape `gcloud iam service-accounts keys create` writes, with a new RSA key."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -35,7 +59,7 @@ def fake_key() -> dict:
         "private_key": pem,
         "client_email": "etl-job@my-gcp-project.iam.gserviceaccount.com",
         "client_id": "123456789012345678901",
-        "token_uri": CLOSED_TOKEN_URI,
+        "token_uri": rejecting_token_uri,
     }
 
 
@@ -99,7 +123,22 @@ def test_the_credentials_line_names_the_account_and_nothing_of_the_key(fake_key:
     assert [line for line in key_material(fake_key) if line in output] == []
     (using,) = [line for line in log_lines(done.stderr) if line["message"] == "using Google credentials"]
     assert using["credentials"] == f"GOOGLE_CREDENTIALS_JSON (service_account: {fake_key['client_email']})"
-    assert done.returncode == 1  # the token endpoint is closed: the key is fake
+    assert done.returncode == 1  # the key is fake: the token endpoint rejects it
+    assert log_lines(done.stderr)[-1]["message"].startswith("Google rejected the credentials (invalid_grant")
+
+
+def test_a_token_endpoint_out_of_reach_is_named_as_connectivity_not_as_a_rejected_key(job, fake_key: dict) -> None:
+    """The retries scaled down from a minute to seconds (as for BigQuery out of reach, test_data); the path is the same."""
+    done = job.run(GOOGLE_CREDENTIALS_JSON=json.dumps({**fake_key, "token_uri": CLOSED_TOKEN_URI}),
+                   BIGQUERY_EMULATOR_HOST=None, BIGQUERY_STORAGE_EMULATOR_HOST=None,
+                   settings={"etl_job.bigquery_io.REQUEST_TIMEOUT_SECONDS": 1.0,
+                             "etl_job.bigquery_io.RETRY_DEADLINE_SECONDS": 3.0})
+
+    assert done.returncode == 1
+    message = log_lines(done.stderr)[-1]["message"]
+    assert message.startswith("could not reach Google's token endpoint to sign in (")
+    assert "a connectivity problem; check the task's network path" in message and "rejected" not in message
+    assert [line for line in key_material(fake_key) if line in done.stdout + done.stderr] == []
 
 
 def test_the_key_is_gone_from_the_environment_before_the_transform_runs(job, fake_key: dict) -> None:
