@@ -51,7 +51,7 @@ ERRORS = (
 # Not auth_exceptions.TransportError: a token endpoint that fails is reported by describe_error.
 _UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, TimeoutError)
 _CONNECTIVITY = ("a connectivity problem; check the task's network path to {what} (subnet route or NAT, public IP, "
-                 "security group egress on 443, DNS)")
+                 "security group egress on 443, DNS, a TLS-inspecting proxy)")
 
 
 def storage_endpoint(env: Mapping[str, str]) -> str | None:
@@ -75,6 +75,26 @@ def storage_endpoint(env: Mapping[str, str]) -> str | None:
     return contract.local_grpc_address(emulator)
 
 
+def _sign_in_error(exc: auth_exceptions.GoogleAuthError) -> str:
+    """Why getting a Google token failed: no answer, Google's verdict on the credentials, or a failure in between."""
+    from etl_job.workload_identity import describe_error as describe_federation_error
+    from etl_job.workload_identity import first_line
+
+    federation = describe_federation_error(exc)
+    if federation:
+        return federation
+    detail = first_line(exc)
+    if isinstance(exc, auth_exceptions.TransportError):  # no answer: not a verdict on the key
+        return f"could not reach Google's token endpoint to sign in ({detail}): {_CONNECTIVITY.format(what='Google')}"
+    answer = exc.args[1] if len(exc.args) > 1 else None
+    if getattr(exc, "retryable", False) or not (isinstance(answer, dict) and "error" in answer):
+        # a 5xx or 429 after google-auth's retries, or an answer that is not Google's (a proxy's page)
+        return (f"Google's token endpoint failed to answer the sign-in ({detail}): not a verdict on the key; the next "
+                "run tries again; if it persists, check for a proxy between the task and Google")
+    return (f"Google rejected the credentials ({detail}): check that the key in GOOGLE_CREDENTIALS_JSON is current "
+            "and its service account is enabled")
+
+
 def call_limit() -> float:
     """How long one call may take, retries included, before the run gives up on BigQuery."""
     return RETRY_DEADLINE_SECONDS + REQUEST_TIMEOUT_SECONDS
@@ -87,17 +107,7 @@ class Abandoned(Exception):
 def describe_error(exc: BaseException) -> str:
     """One line naming what failed and, where known, the fix."""
     if isinstance(exc, auth_exceptions.GoogleAuthError):
-        from etl_job.workload_identity import describe_error as describe_federation_error
-
-        federation = describe_federation_error(exc)
-        if federation:
-            return federation
-        detail = str(exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc).splitlines()[0][:300]
-        if isinstance(exc, auth_exceptions.TransportError):  # no answer: not a verdict on the key
-            return (f"could not reach Google's token endpoint to sign in ({detail}): "
-                    f"{_CONNECTIVITY.format(what='Google')}")
-        return (f"Google rejected the credentials ({detail}): check that the key in GOOGLE_CREDENTIALS_JSON is "
-                "current and its service account is enabled")
+        return _sign_in_error(exc)
     if isinstance(exc, api_exceptions.GoogleAPICallError) and any(
         e.get("reason") == "bytesBilledLimitExceeded" for e in exc.errors or [] if isinstance(e, dict)
     ):

@@ -59,11 +59,11 @@ def credentials(text: str, env: Mapping[str, str], scopes: tuple[str, ...]) -> a
     )
     try:
         creds.refresh(Request())
-    except exceptions.GoogleAuthError as exc:
-        raise JobError(describe_error(exc) or f"Workload Identity Federation failed: {_first_line(exc)}") from None
-    except OSError as exc:  # requests' ConnectionError is one
-        raise JobError(f"Workload Identity Federation could not reach Google ({_first_line(exc)}): check egress to "
+    except (exceptions.TransportError, OSError) as exc:  # no answer (google-auth wraps requests' errors)
+        raise JobError(f"Workload Identity Federation could not reach Google ({first_line(exc)}): check egress to "
                        f"{urlsplit(info['token_url']).hostname} on port 443") from None
+    except exceptions.GoogleAuthError as exc:
+        raise JobError(describe_error(exc) or f"Workload Identity Federation failed: {first_line(exc)}") from None
     return creds
 
 
@@ -101,7 +101,7 @@ class AwsSdkSupplier(aws.AwsSecurityCredentialsSupplier):
             # Refreshes from the container endpoint when the current ones come close to expiring.
             frozen = self._credentials.get_frozen_credentials()
         except BotoCoreError as exc:
-            raise AwsCredentialsMissing(_first_line(exc)) from None
+            raise AwsCredentialsMissing(first_line(exc)) from None
         return aws.AwsSecurityCredentials(frozen.access_key, frozen.secret_key, frozen.token)
 
 
@@ -112,7 +112,7 @@ def describe_error(exc: BaseException) -> str | None:
             f"no AWS credentials for Workload Identity Federation ({exc}): on ECS the task needs a task role "
             "(the stack gives it one); locally set AWS_CONTAINER_CREDENTIALS_FULL_URI or AWS_PROFILE"
         )
-    text = _first_line(exc)
+    text = first_line(exc)
     if isinstance(exc, exceptions.OAuthError):
         if "Error code invalid_target" in text:
             return (f"Google STS rejected the audience ({text}): the workload identity provider in {NAME} does not "
@@ -145,8 +145,9 @@ def _google_message(body: object) -> str:
         return str(body).splitlines()[0][:300] if str(body) else "no detail"
 
 
-def _first_line(exc: BaseException) -> str:
-    # google-auth's errors carry (message, response body): the message is the line to show.
+def first_line(exc: BaseException) -> str:
+    """The line of a google-auth error to show: its message (they carry (message, response body)), at most 300
+    characters; the error's type if it has no text."""
     text = str(exc.args[0]) if exc.args else type(exc).__name__
     return (text.splitlines() or [type(exc).__name__])[0][:300]
 

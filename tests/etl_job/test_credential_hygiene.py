@@ -21,30 +21,37 @@ from tests.support import ROOT, TRANSFORMS, log_lines
 
 # Nothing listens here: a token request is refused, as when the task cannot reach Google at all.
 CLOSED_TOKEN_URI = "http://127.0.0.1:9/token"
-# What Google's token endpoint answers a key it does not know (a fake one: the signature checks out against nothing).
-INVALID_GRANT = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+# A token endpoint's answers, by path: /token as Google answers a fake key (its signature checks out against no
+# key Google knows), /busy as Google when it is overloaded, /proxy as a proxy in the way with an empty page.
+TOKEN_ANSWERS = {
+    "/token": (400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}),
+    "/busy": (503, {"error": "temporarily_unavailable", "error_description": "try again"}),
+    "/proxy": (502, None),
+}
 
 
 @pytest.fixture(scope="module")
-def rejecting_token_uri() -> Iterator[str]:
-    """A token endpoint that answers every request as Google answers a fake key: 400 invalid_grant."""
+def token_endpoint() -> Iterator[str]:
+    """A local token endpoint answering as TOKEN_ANSWERS says; its base URL."""
 
-    class Rejecting(BaseHTTPRequestHandler):
+    class Answering(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            answer(self, 400, {"Content-Type": "application/json"}, json.dumps(INVALID_GRANT).encode())
+            status, body = TOKEN_ANSWERS[self.path]
+            answer(self, status, {"Content-Type": "application/json"}, b"" if body is None else json.dumps(body).encode())
 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Rejecting)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/token"
+    yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="module")
-def fake_key(rejecting_token_uri: str) -> dict:
+def fake_key(token_endpoint: str) -> dict:
     """A service-account key of the shape `gcloud iam service-accounts keys create` writes, with a new RSA key."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -59,7 +66,7 @@ def fake_key(rejecting_token_uri: str) -> dict:
         "private_key": pem,
         "client_email": "etl-job@my-gcp-project.iam.gserviceaccount.com",
         "client_id": "123456789012345678901",
-        "token_uri": rejecting_token_uri,
+        "token_uri": f"{token_endpoint}/token",
     }
 
 
@@ -125,6 +132,17 @@ def test_the_credentials_line_names_the_account_and_nothing_of_the_key(fake_key:
     assert using["credentials"] == f"GOOGLE_CREDENTIALS_JSON (service_account: {fake_key['client_email']})"
     assert done.returncode == 1  # the key is fake: the token endpoint rejects it
     assert log_lines(done.stderr)[-1]["message"].startswith("Google rejected the credentials (invalid_grant")
+
+
+@pytest.mark.parametrize("path", ["/busy", "/proxy"])
+def test_a_token_endpoint_that_fails_to_answer_is_not_called_a_rejection_of_the_key(fake_key: dict, token_endpoint: str,
+                                                                                   path: str) -> None:
+    done = run_job(json.dumps({**fake_key, "token_uri": f"{token_endpoint}{path}"}))
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    message = log_lines(done.stderr)[-1]["message"]
+    assert message.startswith("Google's token endpoint failed to answer the sign-in (") and "rejected" not in message
 
 
 def test_a_token_endpoint_out_of_reach_is_named_as_connectivity_not_as_a_rejected_key(job, fake_key: dict) -> None:

@@ -131,6 +131,8 @@ def test_rotating_credentials_and_expiring_tokens_keep_a_long_run_going(job, sta
         pytest.param(None, {}, {}, "no AWS credentials for Workload Identity Federation", id="no-task-role"),
         pytest.param({"role_name": "R" * 64}, {}, {}, "Google STS refused the token exchange (Error code invalid_request: "
                      "The size of mapped attribute google.subject exceeds", id="subject-too-long"),
+        pytest.param({}, {}, {"token_url": "http://127.0.0.1:9/v1/token"},  # nothing listens there
+                     "Workload Identity Federation could not reach Google (", id="sts-out-of-reach"),
     ],
 )
 def test_federation_failures_are_one_line_and_exit_1(job, stand_ins, tmp_path, aws_options, google_options, config,
