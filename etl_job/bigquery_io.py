@@ -23,7 +23,7 @@ from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 from etl_job import contract, stopping
 from etl_job.config import TableId
 from etl_job.credentials import GoogleAuth
-from etl_job.errors import JobError
+from etl_job.errors import CONNECTIVITY, JobError, first_line
 
 # The client's defaults retry for 10 minutes, and some calls have no timeout at all (an endpoint that
 # accepts the connection and never answers would hold the run until ETL_TIMEOUT_MINUTES): every request
@@ -50,8 +50,6 @@ ERRORS = (
 )
 # Not auth_exceptions.TransportError: a token endpoint that fails is reported by describe_error.
 _UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, TimeoutError)
-_CONNECTIVITY = ("a connectivity problem; check the task's network path to {what} (subnet route or NAT, public IP, "
-                 "security group egress on 443, DNS, a TLS-inspecting proxy)")
 
 
 def storage_endpoint(env: Mapping[str, str]) -> str | None:
@@ -78,14 +76,13 @@ def storage_endpoint(env: Mapping[str, str]) -> str | None:
 def _sign_in_error(exc: auth_exceptions.GoogleAuthError) -> str:
     """Why getting a Google token failed: no answer, Google's verdict on the credentials, or a failure in between."""
     from etl_job.workload_identity import describe_error as describe_federation_error
-    from etl_job.workload_identity import first_line
 
     federation = describe_federation_error(exc)
     if federation:
         return federation
     detail = first_line(exc)
     if isinstance(exc, auth_exceptions.TransportError):  # no answer: not a verdict on the key
-        return f"could not reach Google's token endpoint to sign in ({detail}): {_CONNECTIVITY.format(what='Google')}"
+        return f"could not reach Google's token endpoint to sign in ({detail}): {CONNECTIVITY.format(what='Google')}"
     answer = exc.args[1] if len(exc.args) > 1 else None
     if getattr(exc, "retryable", False) or not (isinstance(answer, dict) and "error" in answer):
         # a 5xx or 429 after google-auth's retries, or an answer that is not Google's (a proxy's page)
@@ -360,7 +357,7 @@ class BigQuery:
             raise JobError(self._unreachable(f"{type(exc).__name__}: {str(exc)[:200]}")) from None
 
     def _unreachable(self, detail: str) -> str:
-        return (f"BigQuery at {self.endpoint} did not answer ({detail}): {_CONNECTIVITY.format(what='it')}, or "
+        return (f"BigQuery at {self.endpoint} did not answer ({detail}): {CONNECTIVITY.format(what='it')}, or "
                 "BIGQUERY_EMULATOR_HOST if set")
 
     def _cancel(self, job: Job) -> None:

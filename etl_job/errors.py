@@ -1,4 +1,4 @@
-"""The job's one exception type for problems a user can fix, its exit codes, and how much of an error is kept."""
+"""The job's one exception type for problems a user can fix, its exit codes, and how an error is put in one line."""
 
 from enum import IntEnum
 
@@ -20,3 +20,13 @@ class ExitCode(IntEnum):
 
 
 MAX_ERROR_CHARS = 1000  # of an error's text, in the errors table
+# The fix for a Google endpoint that does not answer (BigQuery's, or the token endpoint), ``what`` being the endpoint.
+CONNECTIVITY = ("a connectivity problem; check the task's network path to {what} (subnet route or NAT, public IP, "
+                "security group egress on 443, DNS, a TLS-inspecting proxy)")
+
+
+def first_line(exc: BaseException) -> str:
+    """The line of an error to show: its message (google-auth's errors carry (message, response body)), at most 300
+    characters; the error's type if it has no text."""
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    return (text.splitlines() or [type(exc).__name__])[0][:300]

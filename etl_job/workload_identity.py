@@ -21,7 +21,7 @@ from google.auth import aws, exceptions
 
 from etl_job import contract
 from etl_job.credentials import parse_json_text
-from etl_job.errors import JobError
+from etl_job.errors import CONNECTIVITY, JobError, first_line
 
 NAME = contract.GOOGLE_WORKLOAD_IDENTITY_CONFIG
 _PROVIDER = re.compile(contract.WIF_PROVIDER_PATTERN)
@@ -60,8 +60,8 @@ def credentials(text: str, env: Mapping[str, str], scopes: tuple[str, ...]) -> a
     try:
         creds.refresh(Request())
     except (exceptions.TransportError, OSError) as exc:  # no answer (google-auth wraps requests' errors)
-        raise JobError(f"Workload Identity Federation could not reach Google ({first_line(exc)}): check egress to "
-                       f"{urlsplit(info['token_url']).hostname} on port 443") from None
+        raise JobError(f"Workload Identity Federation could not reach Google ({first_line(exc)}): "
+                       f"{CONNECTIVITY.format(what=urlsplit(info['token_url']).hostname)}") from None
     except exceptions.GoogleAuthError as exc:
         raise JobError(describe_error(exc) or f"Workload Identity Federation failed: {first_line(exc)}") from None
     return creds
@@ -143,13 +143,6 @@ def _google_message(body: object) -> str:
         return f"{error.get('code')} {error.get('status')}: {error.get('message')}"[:300]
     except (TypeError, ValueError, KeyError, AttributeError):
         return str(body).splitlines()[0][:300] if str(body) else "no detail"
-
-
-def first_line(exc: BaseException) -> str:
-    """The line of a google-auth error to show: its message (they carry (message, response body)), at most 300
-    characters; the error's type if it has no text."""
-    text = str(exc.args[0]) if exc.args else type(exc).__name__
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _parse(text: str) -> dict[str, Any]:
