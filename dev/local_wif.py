@@ -68,7 +68,8 @@ def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """Serve ``handler`` on a free local port, on threads of its own; the server and its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -113,7 +114,7 @@ class LocalAws:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 self.reply(200, outer._issue())
 
-        self._server, base = _serve(Handler)
+        self._server, base = serve(Handler)
         self.url = f"{base}/v2/credentials/{secrets.token_hex(8)}"
 
     @property
@@ -229,7 +230,7 @@ class LocalGoogle:
                     status, payload = 404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}
                 self.reply(status, payload)
 
-        self._server, self.url = _serve(Handler)
+        self._server, self.url = serve(Handler)
 
     @property
     def provider(self) -> str:
@@ -356,7 +357,7 @@ class BearerProxy:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward  # noqa: N815 - http.server's names
 
-        self._server, self.url = _serve(Handler)
+        self._server, self.url = serve(Handler)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -161,6 +161,10 @@ KEY_FILES = ("google_credentials.json", "my-sa-key.json")
 
 TRANSFORMS = "tests.etl_job.transforms"  # the module of alternative transforms the tests point ETL_TRANSFORM at
 SLOW = f"{TRANSFORMS}:slow"
+# The job's call limits scaled down from a minute to seconds (Job.run's settings), for a test of an endpoint that does not
+# answer: the code path is the one a minute takes.
+FAST_CALL_LIMITS = {"etl_job.bigquery_io.REQUEST_TIMEOUT_SECONDS": 1.0, "etl_job.bigquery_io.RETRY_DEADLINE_SECONDS": 3.0}
+CLOSED_URL = "http://127.0.0.1:9"  # nothing listens here: a request to it is refused at once
 
 
 def source_schema() -> list:

@@ -10,17 +10,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from dev.local_wif import serve
 from dev.proxy import answer
-from tests.support import ROOT, TRANSFORMS, log_lines
+from tests.support import CLOSED_URL, FAST_CALL_LIMITS, ROOT, TRANSFORMS, log_lines
 
-# Nothing listens here: a token request is refused, as when the task cannot reach Google at all.
-CLOSED_TOKEN_URI = "http://127.0.0.1:9/token"
+CLOSED_TOKEN_URI = f"{CLOSED_URL}/token"  # refused, as when the task cannot reach Google at all
 # A token endpoint's answers, by path: /token as Google answers a fake key (its signature checks out against no
 # key Google knows), /busy as Google when it is overloaded, /proxy as a proxy in the way with an empty page.
 TOKEN_ANSWERS = {
@@ -43,9 +42,8 @@ def token_endpoint() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    server, url = serve(Answering)
+    yield url
     server.shutdown()
     server.server_close()
 
@@ -146,11 +144,8 @@ def test_a_token_endpoint_that_fails_to_answer_is_not_called_a_rejection_of_the_
 
 
 def test_a_token_endpoint_out_of_reach_is_named_as_connectivity_not_as_a_rejected_key(job, fake_key: dict) -> None:
-    """The retries scaled down from a minute to seconds (as for BigQuery out of reach, test_data); the path is the same."""
     done = job.run(GOOGLE_CREDENTIALS_JSON=json.dumps({**fake_key, "token_uri": CLOSED_TOKEN_URI}),
-                   BIGQUERY_EMULATOR_HOST=None, BIGQUERY_STORAGE_EMULATOR_HOST=None,
-                   settings={"etl_job.bigquery_io.REQUEST_TIMEOUT_SECONDS": 1.0,
-                             "etl_job.bigquery_io.RETRY_DEADLINE_SECONDS": 3.0})
+                   BIGQUERY_EMULATOR_HOST=None, BIGQUERY_STORAGE_EMULATOR_HOST=None, settings=FAST_CALL_LIMITS)
 
     assert done.returncode == 1
     message = log_lines(done.stderr)[-1]["message"]

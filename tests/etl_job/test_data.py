@@ -12,6 +12,7 @@ from google.cloud import bigquery
 from dev.local_bigquery import PROJECT
 from etl_job import bigquery_io, config, credentials, pipeline, schema, stopping
 from tests.support import (
+    FAST_CALL_LIMITS,
     ROOT,
     TRANSFORMS,
     assert_no_traceback,
@@ -204,8 +205,7 @@ def test_an_endpoint_that_accepts_and_never_answers_fails_in_about_a_minute_nami
     proxy = holding_proxy(b"")  # every request: accepted, never answered
     started = time.monotonic()
 
-    done = job.run(timeout=60, BIGQUERY_EMULATOR_HOST=proxy.url, settings={
-        "etl_job.bigquery_io.REQUEST_TIMEOUT_SECONDS": 1.0, "etl_job.bigquery_io.RETRY_DEADLINE_SECONDS": 3.0})
+    done = job.run(timeout=60, BIGQUERY_EMULATOR_HOST=proxy.url, settings=FAST_CALL_LIMITS)
 
     assert done.returncode == 1, done.stderr
     assert time.monotonic() - started < 20

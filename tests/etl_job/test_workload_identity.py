@@ -19,7 +19,7 @@ from google.auth.transport.requests import Request
 from dev.local_wif import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, AwsError, BearerProxy, LocalAws, LocalGoogle
 from etl_job import contract, workload_identity
 from etl_job.errors import JobError
-from tests.support import DEMO_SQL, SLOW, assert_no_traceback, business_columns, expected_rows, log_lines
+from tests.support import CLOSED_URL, DEMO_SQL, SLOW, assert_no_traceback, business_columns, expected_rows, log_lines
 
 REGION = "eu-west-1"
 PROVIDER = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/etl-pool/providers/aws-etl"
@@ -131,7 +131,7 @@ def test_rotating_credentials_and_expiring_tokens_keep_a_long_run_going(job, sta
         pytest.param(None, {}, {}, "no AWS credentials for Workload Identity Federation", id="no-task-role"),
         pytest.param({"role_name": "R" * 64}, {}, {}, "Google STS refused the token exchange (Error code invalid_request: "
                      "The size of mapped attribute google.subject exceeds", id="subject-too-long"),
-        pytest.param({}, {}, {"token_url": "http://127.0.0.1:9/v1/token"},  # nothing listens there
+        pytest.param({}, {}, {"token_url": f"{CLOSED_URL}/v1/token"},
                      "Workload Identity Federation could not reach Google (", id="sts-out-of-reach"),
     ],
 )
