@@ -9,7 +9,7 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent import futures
 from typing import Any, TypeVar
 
@@ -247,7 +247,7 @@ class BigQuery:
         job = self._start_query(ddl)
         self._wait(lambda: job.result(**self._results()), job=job)
 
-    def read_table(self, table: TableId, columns: list[str], batch_rows: int) -> Iterator[Any]:
+    def read_table(self, table: TableId, columns: list[str], batch_rows: int) -> Generator[Any, None, None]:
         """Read a table with the Storage Read API: Arrow, ``READ_STREAMS`` streams in parallel, only ``columns``.
 
         Yields pyarrow Tables of at most ``batch_rows`` rows (in no particular order). The streams hold

@@ -5,7 +5,8 @@ How a run stays correct however it ends:
 * Extract reads, in one query, only the source rows whose key is not yet in the
   destination (an anti-join), one row per key, page by page. A rerun after success therefore
   reads nothing, and a rerun after an interruption (SIGTERM, timeout, crash, SIGKILL) reads
-  exactly the rest. No checkpoint is stored anywhere: the destination is the checkpoint, so it
+  exactly the rest. A first run, with nothing in the destination yet, reads the source as it is
+  instead, once one cheap query finds every key in it once (``_extract``). No checkpoint is stored anywhere: the destination is the checkpoint, so it
   cannot disagree with it. One query rather than a query per page (keyset pagination) because
   BigQuery bills each query for a full scan: one scan per run instead of one per page. No ORDER
   BY: BigQuery sorts a large result on one worker, and the anti-join makes the order irrelevant.
@@ -58,6 +59,7 @@ not reprocessed; delete its key from the destination to have the next run redo i
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import queue
 import threading
@@ -88,6 +90,8 @@ COPIES = "_etl_key_copies"  # extract column: how many source rows share the row
 # The extract and load on the BigQuery Storage Read API (Arrow) and Parquet load jobs. False: today's
 # algorithm before them, REST query pages and JSON load jobs, kept only as `make bench`'s "rest" variant.
 STORAGE_API = True
+READ_AS_IT_IS = "a first run: reading the source as it is (each key once)"  # logged by _extract, which says why
+EXTRACTED = "not a first run, or the source holds a key more than once: extracting the rows still to process"
 # Transformed batches are gathered, compressed, into one Parquet load and one INSERT of up to this many bytes:
 # a load job and an INSERT cost about a tenth of a second each on the local BigQuery, seconds on BigQuery,
 # whatever their size (and BigQuery allows 1,500 load jobs per table a day). They run on a thread of their
@@ -118,6 +122,13 @@ def extract_sql(config: Config, shard: Shard, skipped: TableId | None, json_colu
     key = config.key_column
     return (f"SELECT {columns}, COUNT(*) OVER (PARTITION BY s.`{key}`) AS {COPIES}\n"
             f"{runs.pending_sql(config, shard, skipped, one_per_key=True)}")
+
+
+def first_run_sql(source: TableId, key: str, *written: TableId) -> str:
+    """Whether every source row is still to process, once: each has a key no other row has, and none of the
+    ``written`` tables (the destination, the skipped keys) holds a row yet."""
+    empty = "".join(f"\n  AND NOT EXISTS (SELECT 1 FROM {table.sql})" for table in written)
+    return f"SELECT COUNT(*) = COUNT(DISTINCT s.`{key}`){empty}\nFROM {source.sql} AS s"
 
 
 def null_keys_sql(config: Config) -> str:
@@ -169,7 +180,7 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
         # No anti-join against an empty skipped table (it costs a third of the extract on a local BigQuery);
         # keys another run skips meanwhile are merely read and skipped again.
         sql = extract_sql(config, shard, tables.skipped if tables.any_skipped else None, tables.json_columns)
-        pages = _extract(bq, tables, sql, config.batch_size)
+        pages = _extract(bq, tables, sql, config.batch_size, as_it_is=_all_pending(config, shard, tables, result))
         while not stop.is_set() and _next_batch(pages, transform, pool, config, stop, tables, result, loader):
             pass
     except Abandoned:
@@ -222,17 +233,44 @@ def _count_null_keys(config: Config, bq: BigQuery, shard: Shard, tables: _Tables
                                                          rows_null_key=result.rows_null_key))
 
 
-def _extract(bq: BigQuery, tables: _Tables, sql: str, batch_size: int) -> Iterator[Any]:
+def _all_pending(config: Config, shard: Shard, tables: _Tables, result: RunResult) -> bool:
+    """Whether the source may be read as it is (``_extract``): a first run, as far as the tables' metadata tells
+    (nothing in the destination or skipped yet), of the whole source (no filter, one shard) with no NULL key (counted
+    before) and no JSON column (the extract reads those as their JSON text)."""
+    return (tables.destination_empty and not tables.any_skipped and not config.source_filter and shard.count == 1
+            and not result.rows_null_key and not tables.json_columns)
+
+
+def _extract(bq: BigQuery, tables: _Tables, sql: str, batch_size: int, *, as_it_is: bool) -> Iterator[Any]:
     """The extract's rows, a batch at a time: pyarrow Tables (the Storage Read API), or rows (today's algorithm).
 
     The Storage Read API reads tables, not queries: the extract query (anti-join, filter, shard) is
     first written into a table of its own (which expires in a day should the run be killed), then
     read with several streams in parallel. One scan of the source, as before; the destination is
     still the only checkpoint.
+
+    Given ``as_it_is`` (``_all_pending``), the source itself is read instead, as long as one query
+    (``first_run_sql``) finds every key in it once and the destination and the skipped table still empty
+    (the metadata may lag: a local BigQuery's row count leaves out what DML wrote). Then no copy of the
+    source is written: at 1,000,000 rows on the local BigQuery, 0.06 s for that query against 0.23 s for
+    the extract table. The query runs once the read session is open, and a session reads its table as it
+    was when it opened (``ReadSession.TableModifiers.snapshot_time``: "if not set, interpreted as now"),
+    so a duplicate appended meanwhile is counted though not read: it sends the run to the extract as well.
+    What the query cannot see is a duplicate deleted from the source in that moment, between the two: its
+    key would be loaded twice.
     """
     if not STORAGE_API:
         yield from bq.query_pages(sql, batch_size)
         return
+    if as_it_is:
+        batches = bq.read_table(tables.source, list(tables.read_columns), batch_size)
+        first = next(batches, None)  # the session is open: what it reads is settled
+        if first is None or bq.query_value(first_run_sql(tables.source, tables.key, tables.destination, tables.skipped)):
+            log.info(READ_AS_IT_IS)
+            yield from itertools.chain([first] if first is not None else [], batches)
+            return
+        batches.close()
+        log.info(EXTRACTED)
     bq.materialize(sql, tables.extract, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
     yield from bq.read_table(tables.extract, [*tables.read_columns, COPIES], batch_size)
 
@@ -249,7 +287,9 @@ def _drop(bq: BigQuery, *names: TableId) -> None:
 
 @dataclass(frozen=True)
 class _Tables:
+    source: TableId
     destination: TableId
+    destination_empty: bool  # at start: whether the destination held no row (a first run)
     staging: TableId
     extract: TableId  # the extract query's result, read with the Storage Read API
     read_columns: tuple[str, ...]  # the source's columns: the projection of that read
@@ -303,7 +343,9 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     lineage = {f.name for f in LINEAGE}
     staged_json, staging_arrow = _staged_as(destination.schema, "JSON"), arrow_io.arrow_schema(staging_schema)
     return _Tables(
-        destination=config.destination_table, staging=staging, errors=config.errors_table, skipped=skipped,
+        source=config.source_table, destination=config.destination_table, staging=staging,
+        destination_empty=destination.num_rows == 0 and destination.streaming_buffer is None,
+        errors=config.errors_table, skipped=skipped,
         extract=config.destination_table.sibling(f"{config.destination_table.table}_extract_{suffix}"),
         read_columns=tuple(f.name for f in source),
         schema=destination.schema, staging_schema=staging_schema, staging_arrow=staging_arrow,
@@ -454,7 +496,7 @@ def _transform_table(table: pa.Table, transform: Transform, pool: ThreadPoolExec
 
     One call on a worker thread, so that a stop can abandon it as it abandons the row form's workers.
     """
-    copies, source = table[COPIES], table.drop_columns([COPIES])
+    source = table.drop_columns([COPIES]) if COPIES in table.column_names else table
     work = pool.submit(arrow_transform.apply, transform, source, tables.target)
     if not _settle([work], stop):
         return _Batch(abandoned=source.num_rows)
@@ -475,12 +517,19 @@ def _transform_table(table: pa.Table, transform: Transform, pool: ThreadPoolExec
                 batch.failed.append((key_value, outcome.column, outcome.error, outcome.value))
             else:
                 batch.loaded.append(row)
+    for key_value, count in _shared_keys(table, tables.key):
+        _count_duplicates(batch, key_value, count)
+    return batch
+
+
+def _shared_keys(table: pa.Table, key: str) -> Iterator[tuple[Any, int]]:
+    """The keys that several source rows share, with how many: none when the source was read as it is (_extract)."""
+    if COPIES not in table.column_names:
+        return
+    copies = table[COPIES]
     repeated = pc.greater(copies, 1)
     if pc.any(repeated).as_py():  # only the key column filtered, and only when a key is duplicated
-        for key_value, count in zip(table[tables.key].filter(repeated).to_pylist(),
-                                    copies.filter(repeated).to_pylist()):
-            _count_duplicates(batch, key_value, count)
-    return batch
+        yield from zip(table[key].filter(repeated).to_pylist(), copies.filter(repeated).to_pylist())
 
 
 def _check_row(row: Row, key_value: object, tables: _Tables) -> object:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from etl_job import metrics, stopping
+from etl_job.pipeline import EXTRACTED, READ_AS_IT_IS
 from tests.support import (
     DEMO_SQL,
     SLOW,
@@ -215,10 +216,35 @@ def test_a_duplicated_source_key_is_loaded_once_and_its_other_rows_are_errors(jo
     }
     end = log_lines(done.stderr)[-1]
     assert (end["rows_loaded"], end["rows_failed"], end["rows_duplicate_key"]) == (30, 3, 3)
+    assert READ_AS_IT_IS not in messages(done) and EXTRACTED in messages(done)  # a first run, but keys repeat
 
     again = job.run()  # every key is loaded: nothing to read, no new error rows
     assert again.returncode == 0, again.stderr
     assert job.count() == 30 and job.count(job.errors) == 3
+
+
+def test_a_first_run_reads_the_source_as_it_is_and_a_rerun_only_the_rows_still_to_process(job, recording_proxy):
+    job.seed(30)
+
+    first = job.run(BIGQUERY_EMULATOR_HOST=recording_proxy.url)
+
+    assert first.returncode == 0, first.stderr
+    assert READ_AS_IT_IS in messages(first)
+    assert not any(b"_etl_key_copies" in body for body in recording_proxy.bodies)  # no extract table written
+    assert business_columns(job.rows()) == expected_rows(30)
+    first_run_id = job.rows()[0]["run_id"]
+
+    # The destination's metadata says it is empty here: a local BigQuery's row count leaves out rows DML wrote.
+    assert job.client.get_table(job.destination).num_rows == 0
+    job.client.query(f"DELETE FROM `{job.destination}` WHERE id > 20").result()
+
+    again = job.run()
+
+    assert again.returncode == 0, again.stderr
+    assert EXTRACTED in messages(again)
+    assert log_lines(again.stderr)[-1]["rows_read"] == 10
+    assert business_columns(job.rows()) == expected_rows(30)
+    assert {r["id"] for r in job.rows() if r["run_id"] == first_run_id} == set(range(1, 21))
 
 
 def test_a_transform_can_add_columns_and_a_destination_without_them_is_a_clear_error(job):
@@ -288,11 +314,15 @@ def test_sigterm_while_an_insert_hangs_gives_up_at_the_deadline_and_the_rerun_is
     assert business_columns(job.rows()) == expected_rows(300)
 
 
-def test_sigterm_while_the_extract_query_hangs_stops_at_once(job, holding_proxy):
+@pytest.mark.parametrize(("held", "overrides"), [
+    (b"COUNT(DISTINCT", {}),  # a first run's check of the source's keys
+    (b"_etl_key_copies", {"ETL_SOURCE_FILTER": "TRUE"}),  # the extract query: a filtered run is not read as it is
+])
+def test_sigterm_while_a_query_before_the_first_batch_hangs_stops_at_once(job, holding_proxy, held, overrides):
     job.seed(50)
-    proxy = holding_proxy(b"_etl_key_copies")
-    process = job.start(BIGQUERY_EMULATOR_HOST=proxy.url)  # the real 90 s deadline
-    assert proxy.held.wait(60), "the job never sent its extract query"
+    proxy = holding_proxy(held)
+    process = job.start(BIGQUERY_EMULATOR_HOST=proxy.url, **overrides)  # the real 90 s deadline
+    assert proxy.held.wait(60), f"the job never sent its query with {held!r}"
 
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
@@ -304,6 +334,10 @@ def test_sigterm_while_the_extract_query_hangs_stops_at_once(job, holding_proxy)
     proxy.release.set()
     assert job.run().returncode == 0
     assert business_columns(job.rows()) == expected_rows(50)
+
+
+def messages(done) -> list[str]:
+    return [line["message"] for line in log_lines(done.stderr)]
 
 
 def test_missing_source_table_is_a_clear_error(job):
