@@ -236,8 +236,9 @@ def _count_null_keys(config: Config, bq: BigQuery, shard: Shard, tables: _Tables
 def _all_pending(config: Config, shard: Shard, tables: _Tables, result: RunResult) -> bool:
     """Whether the source may be read as it is (``_extract``): a first run, as far as the tables' metadata tells
     (nothing in the destination or skipped yet), of the whole source (no filter, one shard) with no NULL key (counted
-    before) and no JSON column (the extract reads those as their JSON text)."""
-    return (tables.destination_empty and not tables.any_skipped and not config.source_filter and shard.count == 1
+    before) and no JSON column (the extract reads those as their JSON text), when the source is a table (a view is
+    only read through the extract: the Storage Read API does not run its query)."""
+    return (tables.source_is_table and tables.destination_empty and not tables.any_skipped and not config.source_filter and shard.count == 1
             and not result.rows_null_key and not tables.json_columns)
 
 
@@ -288,6 +289,7 @@ def _drop(bq: BigQuery, *names: TableId) -> None:
 @dataclass(frozen=True)
 class _Tables:
     source: TableId
+    source_is_table: bool  # not a view or an external table: the Storage Read API can read it
     destination: TableId
     destination_empty: bool  # at start: whether the destination held no row (a first run)
     staging: TableId
@@ -318,18 +320,10 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     other ``output`` columns, then the lineage columns. Nothing is written unless all of them agree.
     """
     key = config.key_column
-    source, destination = _checked_source_and_destination(config, bq)
+    source_table, destination = _checked_source_and_destination(config, bq)
+    source = list(source_table.schema)
     key_field = next(f for f in source if f.name == key)
-    expected = schema.destination_schema(source, output, LINEAGE)
-    if destination is not None:
-        problems = schema.mismatches(expected, destination.schema, config.destination_table.sql, key)
-        if problems:
-            raise JobError(f"destination table {config.destination_table} (ETL_DESTINATION_TABLE) does not fit what "
-                           f"the job writes: {'; '.join(problems)}; or drop the table and let the job create it")
-    else:
-        require_dataset(bq, config.destination_table)
-        destination = bq.create_table(config.destination_table, expected, clustering=[key])
-        log.info("created destination table", extra=fields(table=str(config.destination_table)))
+    destination = _fitting_destination(config, bq, schema.destination_schema(source, output, LINEAGE), destination)
     errors_schema = _errors_schema(key_field)
     _ensure_table(bq, config.errors_table, errors_schema)
     skipped = config.skipped_table
@@ -345,6 +339,7 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     return _Tables(
         source=config.source_table, destination=config.destination_table, staging=staging,
         destination_empty=destination.num_rows == 0 and destination.streaming_buffer is None,
+        source_is_table=source_table.table_type == "TABLE",
         errors=config.errors_table, skipped=skipped,
         extract=config.destination_table.sibling(f"{config.destination_table.table}_extract_{suffix}"),
         read_columns=tuple(f.name for f in source),
@@ -361,12 +356,26 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     )
 
 
-def _checked_source_and_destination(config: Config, bq: BigQuery) -> tuple[list[bigquery.SchemaField],
-                                                                            bigquery.Table | None]:
-    """The source's columns, checked with its filter, and the destination if it exists: read at once."""
+def _fitting_destination(config: Config, bq: BigQuery, expected: list[bigquery.SchemaField],
+                         destination: bigquery.Table | None) -> bigquery.Table:
+    """The destination, once it is known to fit the ``expected`` columns; created with them if it does not exist."""
+    if destination is not None:
+        problems = schema.mismatches(expected, destination.schema, config.destination_table.sql, config.key_column)
+        if problems:
+            raise JobError(f"destination table {config.destination_table} (ETL_DESTINATION_TABLE) does not fit what "
+                           f"the job writes: {'; '.join(problems)}; or drop the table and let the job create it")
+        return destination
+    require_dataset(bq, config.destination_table)
+    created = bq.create_table(config.destination_table, expected, clustering=[config.key_column])
+    log.info("created destination table", extra=fields(table=str(config.destination_table)))
+    return created
+
+
+def _checked_source_and_destination(config: Config, bq: BigQuery) -> tuple[bigquery.Table, bigquery.Table | None]:
+    """The source, checked with its filter, and the destination if it exists: read at once."""
     with ThreadPoolExecutor(1, thread_name_prefix="check") as reads:  # an independent round trip
         destination = reads.submit(bq.get_table, config.destination_table)
-        source = _source_schema(config, bq)  # a missing source is named first, as on the SQL path
+        source = _checked_source(config, bq)  # a missing source is named first, as on the SQL path
         check_source_filter(config, bq)
         return source, destination.result()
 
@@ -382,10 +391,10 @@ def _errors_schema(key: bigquery.SchemaField) -> list[bigquery.SchemaField]:
     ]
 
 
-def _source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
-    """The source's columns (``runs.source_schema``), once it is known to have no column named like a lineage column."""
-    source = runs.source_schema(config, bq)
-    clashes = [f.name for f in source if f.name in {f.name for f in LINEAGE}]
+def _checked_source(config: Config, bq: BigQuery) -> bigquery.Table:
+    """The source (``runs.checked_source``), once it is known to have no column named like a lineage column."""
+    source = runs.checked_source(config, bq)
+    clashes = [f.name for f in source.schema if f.name in {f.name for f in LINEAGE}]
     if clashes:
         renamed = ", ".join(f"{c} AS source_{c}" for c in clashes)
         raise JobError(

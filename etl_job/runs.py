@@ -106,8 +106,8 @@ def filtered_source(config: Config) -> str:
     return f"FROM {config.source_table.sql} AS s WHERE TRUE\n{_filter_sql(config.source_filter)}"
 
 
-def source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
-    """The source table's columns, once it is known to exist and to have a scalar key column (either path
+def checked_source(config: Config, bq: BigQuery) -> bigquery.Table:
+    """The source table (or view), once it is known to exist and to have a scalar key column (either path
     partitions and joins on it); else a JobError naming ETL_SOURCE_TABLE or ETL_KEY_COLUMN."""
     source = bq.get_table(config.source_table)
     if source is None:
@@ -119,7 +119,7 @@ def source_schema(config: Config, bq: BigQuery) -> list[bigquery.SchemaField]:
             f"source table {config.source_table} has no scalar column {config.key_column!r} (ETL_KEY_COLUMN): "
             f"set ETL_KEY_COLUMN to its unique key; columns are {', '.join(f.name for f in source.schema)}"
         )
-    return list(source.schema)
+    return source
 
 
 def check_source_filter(config: Config, bq: BigQuery) -> None:

@@ -37,12 +37,12 @@ from etl_job.runs import (
     Shard,
     check_source_filter,
     checked_dry_run,
+    checked_source,
     filtered_source,
     key_not_in,
     new_run_id,
     pending_sql,
     require_dataset,
-    source_schema,
 )
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def run(config: Config, bq: BigQuery, stop: stopping.Stop, shard: Shard) -> RunR
         checked = reads.submit(_checked_output, config, bq)
         destination = reads.submit(bq.get_table, config.destination_table)
         skipped_read = reads.submit(bq.get_table, config.skipped_table)
-        source = source_schema(config, bq)  # a missing source is named first, as the dry run would fail too
+        source = checked_source(config, bq).schema  # a missing source is named first, as the dry run would fail too
         output = checked.result()
         columns = _output_columns(config, output)
         _prepare_destination(config, bq, source, output, destination.result())
