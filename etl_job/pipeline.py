@@ -6,8 +6,9 @@ How a run stays correct however it ends:
   destination (an anti-join), one row per key, page by page. A rerun after success therefore
   reads nothing, and a rerun after an interruption (SIGTERM, timeout, crash, SIGKILL) reads
   exactly the rest. A first run, with nothing in the destination yet, reads the source as it is
-  instead, once one cheap query finds every key in it once (``_extract``). No checkpoint is stored anywhere: the destination is the checkpoint, so it
-  cannot disagree with it. One query rather than a query per page (keyset pagination) because
+  instead, once one cheap query finds every key in it once (``_extract``, which names the one
+  case that query cannot see). No checkpoint is stored anywhere: the destination is the
+  checkpoint, so it cannot disagree with it. One query rather than a query per page (keyset pagination) because
   BigQuery bills each query for a full scan: one scan per run instead of one per page. No ORDER
   BY: BigQuery sorts a large result on one worker, and the anti-join makes the order irrelevant.
 * Nothing is dropped silently. A key shared by several source rows is processed once (an
@@ -59,7 +60,6 @@ not reprocessed; delete its key from the destination to have the next run redo i
 from __future__ import annotations
 
 import datetime
-import itertools
 import logging
 import queue
 import threading
@@ -91,7 +91,8 @@ COPIES = "_etl_key_copies"  # extract column: how many source rows share the row
 # algorithm before them, REST query pages and JSON load jobs, kept only as `make bench`'s "rest" variant.
 STORAGE_API = True
 READ_AS_IT_IS = "a first run: reading the source as it is (each key once)"  # logged by _extract, which says why
-EXTRACTED = "not a first run, or the source holds a key more than once: extracting the rows still to process"
+EXTRACTED = ("not reading the source as it is: it holds a key more than once, or the destination or the skipped "
+             "table holds rows; extracting the rows still to process")
 # Transformed batches are gathered, compressed, into one Parquet load and one INSERT of up to this many bytes:
 # a load job and an INSERT cost about a tenth of a second each on the local BigQuery, seconds on BigQuery,
 # whatever their size (and BigQuery allows 1,500 load jobs per table a day). They run on a thread of their
@@ -180,7 +181,7 @@ def run(config: Config, bq: BigQuery, transform: Transform, stop: stopping.Stop,
         # No anti-join against an empty skipped table (it costs a third of the extract on a local BigQuery);
         # keys another run skips meanwhile are merely read and skipped again.
         sql = extract_sql(config, shard, tables.skipped if tables.any_skipped else None, tables.json_columns)
-        pages = _extract(bq, tables, sql, config.batch_size, as_it_is=_all_pending(config, shard, tables, result))
+        pages = _extract(bq, tables, sql, config.batch_size, as_it_is=_may_read_as_it_is(config, shard, tables, result))
         while not stop.is_set() and _next_batch(pages, transform, pool, config, stop, tables, result, loader):
             pass
     except Abandoned:
@@ -233,12 +234,12 @@ def _count_null_keys(config: Config, bq: BigQuery, shard: Shard, tables: _Tables
                                                          rows_null_key=result.rows_null_key))
 
 
-def _all_pending(config: Config, shard: Shard, tables: _Tables, result: RunResult) -> bool:
+def _may_read_as_it_is(config: Config, shard: Shard, tables: _Tables, result: RunResult) -> bool:
     """Whether the source may be read as it is (``_extract``): a first run, as far as the tables' metadata tells
     (nothing in the destination or skipped yet), of the whole source (no filter, one shard) with no NULL key (counted
-    before) and no JSON column (the extract reads those as their JSON text), when the source is a table (a view is
-    only read through the extract: the Storage Read API does not run its query)."""
-    return (tables.source_is_table and tables.destination_empty and not tables.any_skipped and not config.source_filter and shard.count == 1
+    before) and no JSON column (the extract reads those as their JSON text), when the Storage Read API may read the
+    source (``_Tables.source_readable``)."""
+    return (tables.source_readable and tables.destination_empty and not tables.any_skipped and not config.source_filter and shard.count == 1
             and not result.rows_null_key and not tables.json_columns)
 
 
@@ -250,7 +251,7 @@ def _extract(bq: BigQuery, tables: _Tables, sql: str, batch_size: int, *, as_it_
     read with several streams in parallel. One scan of the source, as before; the destination is
     still the only checkpoint.
 
-    Given ``as_it_is`` (``_all_pending``), the source itself is read instead, as long as one query
+    Given ``as_it_is`` (``_may_read_as_it_is``), the source itself is read instead, as long as one query
     (``first_run_sql``) finds every key in it once and the destination and the skipped table still empty
     (the metadata may lag: a local BigQuery's row count leaves out what DML wrote). Then no copy of the
     source is written: at 1,000,000 rows on the local BigQuery, 0.06 s for that query against 0.23 s for
@@ -258,18 +259,28 @@ def _extract(bq: BigQuery, tables: _Tables, sql: str, batch_size: int, *, as_it_
     was when it opened (``ReadSession.TableModifiers.snapshot_time``: "if not set, interpreted as now"),
     so a duplicate appended meanwhile is counted though not read: it sends the run to the extract as well.
     What the query cannot see is a duplicate deleted from the source in that moment, between the two: its
-    key would be loaded twice.
+    key would be loaded twice (or, in two loads, the second copy left out unrecorded). Pinning both to one time
+    (the session's ``snapshot_time``, the query's ``FOR SYSTEM_TIME AS OF``) would close that; a local BigQuery
+    keeps no time travel (``dev.local_bigquery``), so it could not be tested here.
     """
     if not STORAGE_API:
         yield from bq.query_pages(sql, batch_size)
         return
     if as_it_is:
         batches = bq.read_table(tables.source, list(tables.read_columns), batch_size)
-        first = next(batches, None)  # the session is open: what it reads is settled
-        if first is None or bq.query_value(first_run_sql(tables.source, tables.key, tables.destination, tables.skipped)):
+        try:
+            ahead = [batch for batch in [next(batches, None)] if batch is not None]  # the session is open: settled
+            unique = bq.query_value(first_run_sql(tables.source, tables.key, tables.destination, tables.skipped))
+        except BaseException:
+            batches.close()
+            raise
+        if unique:
             log.info(READ_AS_IT_IS)
-            yield from itertools.chain([first] if first is not None else [], batches)
+            while ahead:  # not held once handed over: memory stays bounded by the batches in progress
+                yield ahead.pop()
+            yield from batches
             return
+        ahead.clear()
         batches.close()
         log.info(EXTRACTED)
     bq.materialize(sql, tables.extract, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
@@ -289,7 +300,9 @@ def _drop(bq: BigQuery, *names: TableId) -> None:
 @dataclass(frozen=True)
 class _Tables:
     source: TableId
-    source_is_table: bool  # not a view or an external table: the Storage Read API can read it
+    # A table (not a view: the Storage Read API does not run its query) that the Storage Read API may read whole
+    # however large it is: no larger than max_bytes_billed, which caps what an extract query of it would bill.
+    source_readable: bool
     destination: TableId
     destination_empty: bool  # at start: whether the destination held no row (a first run)
     staging: TableId
@@ -339,7 +352,8 @@ def _prepare_tables(config: Config, bq: BigQuery, run_id: str, output: list[bigq
     return _Tables(
         source=config.source_table, destination=config.destination_table, staging=staging,
         destination_empty=destination.num_rows == 0 and destination.streaming_buffer is None,
-        source_is_table=source_table.table_type == "TABLE",
+        source_readable=source_table.table_type == "TABLE" and (
+            config.max_bytes_billed is None or (source_table.num_bytes or 0) <= config.max_bytes_billed),
         errors=config.errors_table, skipped=skipped,
         extract=config.destination_table.sibling(f"{config.destination_table.table}_extract_{suffix}"),
         read_columns=tuple(f.name for f in source),
@@ -392,14 +406,15 @@ def _errors_schema(key: bigquery.SchemaField) -> list[bigquery.SchemaField]:
 
 
 def _checked_source(config: Config, bq: BigQuery) -> bigquery.Table:
-    """The source (``runs.checked_source``), once it is known to have no column named like a lineage column."""
+    """The source (``runs.checked_source``), once it is known to have no column named like one the job writes: a
+    lineage column, or the extract's count of a key's rows (COPIES)."""
     source = runs.checked_source(config, bq)
-    clashes = [f.name for f in source.schema if f.name in {f.name for f in LINEAGE}]
+    clashes = [f.name for f in source.schema if f.name in {*(f.name for f in LINEAGE), COPIES}]
     if clashes:
         renamed = ", ".join(f"{c} AS source_{c}" for c in clashes)
         raise JobError(
             f"source table {config.source_table} has columns {clashes}, which the job writes itself (the run that "
-            f"wrote each row, and when): read the source through a view that renames them, e.g. CREATE VIEW "
+            f"wrote each row, and when; how many source rows share a key): read the source through a view that renames them, e.g. CREATE VIEW "
             f"<dataset>.source_view AS SELECT * EXCEPT ({', '.join(clashes)}), {renamed} FROM "
             f"{config.source_table.sql}, and set ETL_SOURCE_TABLE (source_table) to it"
         )

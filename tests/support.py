@@ -218,6 +218,11 @@ def log_lines(stderr: str) -> list[dict]:
     return [json.loads(line) for line in stderr.splitlines() if line.strip()]
 
 
+def log_messages(done: subprocess.CompletedProcess) -> list[str]:
+    """The messages of a finished job's log lines, in order."""
+    return [line["message"] for line in log_lines(done.stderr)]
+
+
 def emf_lines(stdout: str) -> list[dict]:
     """The job's metric lines (CloudWatch embedded metric format)."""
     return [json.loads(line) for line in stdout.splitlines() if line.startswith('{"_aws"')]

@@ -3,7 +3,8 @@
 The local BigQuery has no cost model (it reports 0 bytes for every query and ignores maximumBytesBilled), so
 a proxy in front of it records each query job the real job process sends and answers as BigQuery would: each
 query's statistics report BILLED bytes, and with ``refuse_below`` a query capped under BILLED is refused with
-BigQuery's ``bytesBilledLimitExceeded`` error.
+BigQuery's ``bytesBilledLimitExceeded`` error. Every table it describes holds BILLED bytes (the local BigQuery
+reports 0).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from dev import proxy as forwarding
-from tests.support import emf_lines, log_lines
+from etl_job.pipeline import READ_AS_IT_IS
+from tests.support import emf_lines, log_lines, log_messages
 
 BILLED = 20 * 1024 * 1024  # what each query "bills" through the proxy
 
@@ -76,6 +78,8 @@ class BillingProxy:
             statistics = resource.setdefault("statistics", {}).setdefault("query", {})
             statistics.update(totalBytesProcessed=str(BILLED), totalBytesBilled=str(BILLED))
             return json.dumps(resource).encode()
+        if isinstance(resource, dict) and resource.get("kind") == "bigquery#table":
+            return json.dumps({**resource, "numBytes": str(BILLED)}).encode()
         return data
 
     def close(self) -> None:
@@ -111,6 +115,19 @@ def test_every_query_is_capped_and_the_bytes_billed_are_reported(job, billing_pr
     (emf,) = emf_lines(done.stdout)
     assert emf["BytesBilled"] == BILLED * len(proxy.queries)
     assert {"Name": "BytesBilled", "Unit": "Bytes"} in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+
+
+@pytest.mark.parametrize(("cap", "read_as_it_is"), [(BILLED, True), (BILLED // 2, False)])
+def test_a_first_run_reads_the_source_as_it_is_only_when_the_cap_would_let_a_query_read_it(
+        job, billing_proxy, cap, read_as_it_is) -> None:
+    # The Storage Read API's bytes are not capped by max_bytes_billed: a source above the cap is extracted, whose
+    # query the cap stops on BigQuery (here it goes through: this proxy refuses nothing).
+    job.seed(10)
+
+    done = job.run(BIGQUERY_EMULATOR_HOST=billing_proxy().url, ETL_MAX_BYTES_BILLED=str(cap))
+
+    assert done.returncode == 0, log_lines(done.stderr)[-1]
+    assert (READ_AS_IT_IS in log_messages(done)) is read_as_it_is
 
 
 def test_a_query_over_the_cap_stops_the_run_with_one_clear_line(job, billing_proxy) -> None:

@@ -138,19 +138,20 @@ def _counted(load, loads: list, rows, *args, **kwargs):
     return load(rows, *args, **kwargs)
 
 
-def test_a_source_with_its_own_lineage_column_stops_before_anything_is_written(job):
-    schema_with_run_id = [*source_schema(), bigquery.SchemaField("run_id", "STRING")]
-    job.client.create_table(bigquery.Table(job.source, schema=schema_with_run_id))
-    job.client.load_table_from_json([{**source_row(1), "run_id": "theirs"}], job.source,
-                                    job_config=bigquery.LoadJobConfig(schema=schema_with_run_id)).result()
+@pytest.mark.parametrize("column", ["run_id", "_etl_key_copies"])  # a lineage column; the extract's count of a key
+def test_a_source_with_a_column_the_job_writes_stops_before_anything_is_written(job, column):
+    schema_with_it = [*source_schema(), bigquery.SchemaField(column, "STRING")]
+    job.client.create_table(bigquery.Table(job.source, schema=schema_with_it))
+    job.client.load_table_from_json([{**source_row(1), column: "theirs"}], job.source,
+                                    job_config=bigquery.LoadJobConfig(schema=schema_with_it)).result()
 
     done = job.run()
 
     assert done.returncode == 1
     assert_no_traceback(done)
     message = error_message(done)
-    assert message.startswith(f"source table {job.source} has columns ['run_id'], which the job writes itself")
-    assert "SELECT * EXCEPT (run_id), run_id AS source_run_id FROM" in message
+    assert message.startswith(f"source table {job.source} has columns ['{column}'], which the job writes itself")
+    assert f"SELECT * EXCEPT ({column}), {column} AS source_{column} FROM" in message
     assert tables(job) == ["source"]
 
 

@@ -20,6 +20,7 @@ from tests.support import (
     expected_rows,
     kill_after_first_batch,
     log_lines,
+    log_messages,
     sigterm_after_batches,
     source_row,
     transform_module,
@@ -217,7 +218,7 @@ def test_a_duplicated_source_key_is_loaded_once_and_its_other_rows_are_errors(jo
     }
     end = log_lines(done.stderr)[-1]
     assert (end["rows_loaded"], end["rows_failed"], end["rows_duplicate_key"]) == (30, 3, 3)
-    assert READ_AS_IT_IS not in messages(done) and EXTRACTED in messages(done)  # a first run, but keys repeat
+    assert READ_AS_IT_IS not in log_messages(done) and EXTRACTED in log_messages(done)  # a first run, but keys repeat
 
     again = job.run()  # every key is loaded: nothing to read, no new error rows
     assert again.returncode == 0, again.stderr
@@ -230,7 +231,7 @@ def test_a_first_run_reads_the_source_as_it_is_and_a_rerun_only_the_rows_still_t
     first = job.run(BIGQUERY_EMULATOR_HOST=recording_proxy.url)
 
     assert first.returncode == 0, first.stderr
-    assert READ_AS_IT_IS in messages(first)
+    assert READ_AS_IT_IS in log_messages(first)
     assert not any(b"_etl_key_copies" in body for body in recording_proxy.bodies)  # no extract table written
     assert business_columns(job.rows()) == expected_rows(30)
     first_run_id = job.rows()[0]["run_id"]
@@ -242,7 +243,7 @@ def test_a_first_run_reads_the_source_as_it_is_and_a_rerun_only_the_rows_still_t
     again = job.run()
 
     assert again.returncode == 0, again.stderr
-    assert EXTRACTED in messages(again)
+    assert EXTRACTED in log_messages(again)
     assert log_lines(again.stderr)[-1]["rows_read"] == 10
     assert business_columns(job.rows()) == expected_rows(30)
     assert {r["id"] for r in job.rows() if r["run_id"] == first_run_id} == set(range(1, 21))
@@ -261,7 +262,7 @@ def test_a_view_as_the_source_is_read_through_the_extract_on_a_first_run_too(job
     done = job.run(ETL_SOURCE_TABLE=f"{job.source}_view")
 
     assert done.returncode == 0, done.stderr
-    assert READ_AS_IT_IS not in messages(done)
+    assert READ_AS_IT_IS not in log_messages(done)
     assert business_columns(job.rows()) == expected_rows(30)
 
 
@@ -352,10 +353,6 @@ def test_sigterm_while_a_query_before_the_first_batch_hangs_stops_at_once(job, h
     proxy.release.set()
     assert job.run().returncode == 0
     assert business_columns(job.rows()) == expected_rows(50)
-
-
-def messages(done) -> list[str]:
-    return [line["message"] for line in log_lines(done.stderr)]
 
 
 def test_missing_source_table_is_a_clear_error(job):

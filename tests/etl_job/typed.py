@@ -90,20 +90,22 @@ ROWS = [
 ROWS = [{**_NULL_ROW, **row} for row in ROWS]
 
 
-def create_source(client, table: str) -> None:
-    """Create ``table`` with SCHEMA holding exactly ROWS.
+def create_source(client, table: str, *, without: tuple[str, ...] = ()) -> None:
+    """Create ``table`` with SCHEMA holding exactly ROWS (both ``without`` the columns named).
 
     A JSON load would store BYTES as base64 text and JSON null as SQL NULL here, so rows are loaded
     with those columns as text into a scratch table, then copied with FROM_BASE64 and PARSE_JSON.
     """
     scratch = f"{table}_typed_scratch"
-    text_schema = [S(f.name, "STRING", mode=f.mode) if f.name in ("bs", "j") else f for f in SCHEMA]
-    client.create_table(bigquery.Table(table, schema=SCHEMA))
+    fields = [f for f in SCHEMA if f.name not in without]
+    text_schema = [S(f.name, "STRING", mode=f.mode) if f.name in ("bs", "j") else f for f in fields]
+    client.create_table(bigquery.Table(table, schema=fields))
     client.create_table(bigquery.Table(scratch, schema=text_schema))
     config = bigquery.LoadJobConfig(schema=text_schema, source_format="NEWLINE_DELIMITED_JSON")
-    client.load_table_from_json([_as_text(row) for row in ROWS], scratch, job_config=config).result()
-    client.query(f"INSERT INTO `{table}` SELECT * REPLACE (FROM_BASE64(bs) AS bs, PARSE_JSON(j) AS j) "
-                 f"FROM `{scratch}`").result()
+    rows = [{name: value for name, value in _as_text(row).items() if name not in without} for row in ROWS]
+    client.load_table_from_json(rows, scratch, job_config=config).result()
+    parsed = ", ".join(f"{call}({c}) AS {c}" for c, call in (("bs", "FROM_BASE64"), ("j", "PARSE_JSON")) if c not in without)
+    client.query(f"INSERT INTO `{table}` SELECT * REPLACE ({parsed}) FROM `{scratch}`").result()
     client.delete_table(scratch)
 
 
