@@ -239,8 +239,8 @@ def _may_read_as_it_is(config: Config, shard: Shard, tables: _Tables, result: Ru
     (nothing in the destination or skipped yet), of the whole source (no filter, one shard) with no NULL key (counted
     before) and no JSON column (the extract reads those as their JSON text), when the Storage Read API may read the
     source (``_Tables.source_readable``)."""
-    return (tables.source_readable and tables.destination_empty and not tables.any_skipped and not config.source_filter and shard.count == 1
-            and not result.rows_null_key and not tables.json_columns)
+    return (tables.source_readable and tables.destination_empty and not tables.any_skipped
+            and not config.source_filter and shard.count == 1 and not result.rows_null_key and not tables.json_columns)
 
 
 def _extract(bq: BigQuery, tables: _Tables, sql: str, batch_size: int, *, as_it_is: bool) -> Iterator[Any]:
@@ -269,18 +269,19 @@ def _extract(bq: BigQuery, tables: _Tables, sql: str, batch_size: int, *, as_it_
     if as_it_is:
         batches = bq.read_table(tables.source, list(tables.read_columns), batch_size)
         try:
-            ahead = [batch for batch in [next(batches, None)] if batch is not None]  # the session is open: settled
+            first = next(batches, None)  # the session is open: what it reads is settled
             unique = bq.query_value(first_run_sql(tables.source, tables.key, tables.destination, tables.skipped))
         except BaseException:
             batches.close()
             raise
         if unique:
             log.info(READ_AS_IT_IS)
-            while ahead:  # not held once handed over: memory stays bounded by the batches in progress
-                yield ahead.pop()
+            if first is not None:
+                yield first
+            del first  # not held once handed over: memory stays bounded by the batches in progress
             yield from batches
             return
-        ahead.clear()
+        del first
         batches.close()
         log.info(EXTRACTED)
     bq.materialize(sql, tables.extract, expires=datetime.datetime.now(datetime.UTC) + STAGING_EXPIRY)
@@ -414,8 +415,8 @@ def _checked_source(config: Config, bq: BigQuery) -> bigquery.Table:
         renamed = ", ".join(f"{c} AS source_{c}" for c in clashes)
         raise JobError(
             f"source table {config.source_table} has columns {clashes}, which the job writes itself (the run that "
-            f"wrote each row, and when; how many source rows share a key): read the source through a view that renames them, e.g. CREATE VIEW "
-            f"<dataset>.source_view AS SELECT * EXCEPT ({', '.join(clashes)}), {renamed} FROM "
+            f"wrote each row, and when; how many source rows share a key): read the source through a view that "
+            f"renames them, e.g. CREATE VIEW <dataset>.source_view AS SELECT * EXCEPT ({', '.join(clashes)}), {renamed} FROM "
             f"{config.source_table.sql}, and set ETL_SOURCE_TABLE (source_table) to it"
         )
     return source
