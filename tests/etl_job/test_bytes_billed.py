@@ -107,7 +107,7 @@ def test_every_query_is_capped_and_the_bytes_billed_are_reported(job, billing_pr
     done = job.run(BIGQUERY_EMULATOR_HOST=proxy.url, ETL_MAX_BYTES_BILLED="1099511627776")
 
     assert done.returncode == 0, log_lines(done.stderr)[-1]
-    assert len(proxy.queries) >= 2  # the extract and at least one INSERT
+    assert len(proxy.queries) >= 2  # the first run's check of the source's keys and at least one INSERT
     assert [q.get("maximumBytesBilled") for q in proxy.queries] == ["1099511627776"] * len(proxy.queries)
     end = log_lines(done.stderr)[-1]
     assert end["message"] == "job finished"

@@ -168,7 +168,7 @@ def test_the_key_is_gone_from_the_environment_before_the_transform_runs(job, fak
 
 def test_a_local_endpoint_for_real_credentials_needs_the_storage_endpoint_beside_it_on_the_python_path(fake_key: dict) -> None:
     """Else the rows would be read from Google's Storage Read API while every other call goes to the local one."""
-    done = run_job(json.dumps(fake_key), ETL_BIGQUERY_ENDPOINT="http://127.0.0.1:9")
+    done = run_job(json.dumps(fake_key), ETL_BIGQUERY_ENDPOINT=CLOSED_URL)
 
     assert done.returncode == 1
     last = log_lines(done.stderr)[-1]

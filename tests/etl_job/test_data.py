@@ -138,7 +138,7 @@ def _counted(load, loads: list, rows, *args, **kwargs):
     return load(rows, *args, **kwargs)
 
 
-@pytest.mark.parametrize("column", ["run_id", "_etl_key_copies"])  # a lineage column; the extract's count of a key
+@pytest.mark.parametrize("column", ["run_id", pipeline.COPIES])  # a lineage column; the extract's count of a key
 def test_a_source_with_a_column_the_job_writes_stops_before_anything_is_written(job, column):
     schema_with_it = [*source_schema(), bigquery.SchemaField(column, "STRING")]
     job.client.create_table(bigquery.Table(job.source, schema=schema_with_it))

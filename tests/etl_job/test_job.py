@@ -9,7 +9,7 @@ import pytest
 from google.cloud import bigquery
 
 from etl_job import metrics, stopping
-from etl_job.pipeline import EXTRACTED, READ_AS_IT_IS
+from etl_job.pipeline import COPIES, EXTRACTED, READ_AS_IT_IS
 from tests.support import (
     DEMO_SQL,
     SLOW,
@@ -218,7 +218,8 @@ def test_a_duplicated_source_key_is_loaded_once_and_its_other_rows_are_errors(jo
     }
     end = log_lines(done.stderr)[-1]
     assert (end["rows_loaded"], end["rows_failed"], end["rows_duplicate_key"]) == (30, 3, 3)
-    assert READ_AS_IT_IS not in log_messages(done) and EXTRACTED in log_messages(done)  # a first run, but keys repeat
+    messages = log_messages(done)
+    assert READ_AS_IT_IS not in messages and EXTRACTED in messages  # a first run, but keys repeat
 
     again = job.run()  # every key is loaded: nothing to read, no new error rows
     assert again.returncode == 0, again.stderr
@@ -232,9 +233,10 @@ def test_a_first_run_reads_the_source_as_it_is_and_a_rerun_only_the_rows_still_t
 
     assert first.returncode == 0, first.stderr
     assert READ_AS_IT_IS in log_messages(first)
-    assert not any(b"_etl_key_copies" in body for body in recording_proxy.bodies)  # no extract table written
-    assert business_columns(job.rows()) == expected_rows(30)
-    first_run_id = job.rows()[0]["run_id"]
+    assert not any(COPIES.encode() in body for body in recording_proxy.bodies)  # no extract table written
+    rows = job.rows()
+    assert business_columns(rows) == expected_rows(30)
+    first_run_id = rows[0]["run_id"]
 
     # The destination's metadata says it is empty here: a local BigQuery's row count leaves out rows DML wrote.
     assert job.client.get_table(job.destination).num_rows == 0
@@ -245,8 +247,9 @@ def test_a_first_run_reads_the_source_as_it_is_and_a_rerun_only_the_rows_still_t
     assert again.returncode == 0, again.stderr
     assert EXTRACTED in log_messages(again)
     assert log_lines(again.stderr)[-1]["rows_read"] == 10
-    assert business_columns(job.rows()) == expected_rows(30)
-    assert {r["id"] for r in job.rows() if r["run_id"] == first_run_id} == set(range(1, 21))
+    rows = job.rows()
+    assert business_columns(rows) == expected_rows(30)
+    assert {r["id"] for r in rows if r["run_id"] == first_run_id} == set(range(1, 21))
 
 
 def test_a_view_as_the_source_is_read_through_the_extract_on_a_first_run_too(job):
@@ -335,7 +338,7 @@ def test_sigterm_while_an_insert_hangs_gives_up_at_the_deadline_and_the_rerun_is
 
 @pytest.mark.parametrize(("held", "overrides"), [
     (b"COUNT(DISTINCT", {}),  # a first run's check of the source's keys
-    (b"_etl_key_copies", {"ETL_SOURCE_FILTER": "TRUE"}),  # the extract query: a filtered run is not read as it is
+    (COPIES.encode(), {"ETL_SOURCE_FILTER": "TRUE"}),  # the extract query: a filtered run is not read as it is
 ])
 def test_sigterm_while_a_query_before_the_first_batch_hangs_stops_at_once(job, holding_proxy, held, overrides):
     job.seed(50)

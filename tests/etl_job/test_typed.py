@@ -95,8 +95,7 @@ def test_every_type_but_json_arrives_value_for_value_when_a_first_run_reads_the_
     # The extract reads JSON as its text: a source with a JSON column is always extracted; this one has none.
     typed.create_source(job.client, job.source, without=("j",))
 
-    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:{transform}", ETL_KEY_COLUMN="key",
-                   ETL_BATCH_SIZE="4")
+    done = job.run(ETL_TRANSFORM=f"{TRANSFORMS}:{transform}", ETL_KEY_COLUMN="key", ETL_BATCH_SIZE="4")
 
     assert done.returncode == 0, (done.stderr, job.rows(job.errors) if done.returncode == 3 else None)
     assert pipeline.READ_AS_IT_IS in log_messages(done)
